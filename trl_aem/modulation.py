@@ -1,0 +1,286 @@
+"""Pure tensor math of AEM (Adaptive Entropy Modulation, arXiv:2605.00425).
+
+Nothing here knows about trainers, processes or environments, so it can be read beside the paper and
+tested exhaustively. Notation follows the paper:
+
+* a response span ``(i, t)`` is the model-generated text of turn ``t`` of trajectory ``i``;
+* ``h_j = -sum_v p(v) log p(v)`` is the full-vocabulary entropy of the temperature-scaled policy at
+  token ``j`` of the span, ``Hbar[i,t] = mean_j h_j`` the span's mean token entropy;
+* ``S(a|s) = -log pi(a|s)`` is the surprisal of the sampled response (here, like ``Hbar``, per token);
+* inside a group (all spans of the ``G`` rollouts of one task by default) the coefficient is
+  ``Htil = (Hbar - min Hbar) / range``, ``w = exp(-lambda * Htil)``, ``alpha = w / mean_group(w)``,
+  with ``alpha = 1`` for the whole group when ``range < min_range`` (noise guard);
+* the modulated advantage is ``A_aem[i,t] = alpha[i,t] * A_base[i,t]`` on every token of the span.
+
+Under a natural-gradient step the entropy change caused by response ``a`` is proportional to
+``A(a,s) * (S(a|s) - H(s))`` (the paper's theorem; :func:`entropy_drift` is its batch estimate).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+__all__ = [
+    "AEMResult",
+    "ResponseSpans",
+    "aem_coefficients",
+    "broadcast_to_tokens",
+    "compute_aem",
+    "entropy_drift",
+    "response_spans",
+    "shuffle_within_groups",
+    "span_means",
+    "token_entropy",
+    "token_logprob",
+]
+
+
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Full-vocabulary entropy ``h = -sum_v p(v) log p(v)`` of ``softmax(logits / temperature)``.
+
+    Computed in float32 whatever the logits' dtype. Tokens masked to ``-inf`` (suppressed tokens)
+    contribute ``0`` (``0 * log 0 := 0``) instead of NaN.
+
+    Args:
+        logits: ``(..., V)`` unnormalised scores.
+        temperature: sampling temperature the policy distribution is scaled by.
+
+    Returns:
+        ``(...)`` entropies in nats.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return torch.special.entr(logp.exp()).sum(dim=-1)
+
+
+def token_logprob(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``log p(token)`` under ``softmax(logits / temperature)``; ``logits`` is ``(..., V)``, ``tokens`` is ``(...)``."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+
+
+class ResponseSpans(NamedTuple):
+    """Contiguous runs of model tokens (``mask == 1``) in a ``(B, T)`` batch, in row-major order.
+
+    Attributes:
+        span_id: ``(B, T)`` long, index of the span a token belongs to, ``-1`` outside every span.
+        row: ``(S,)`` long, the row of each span.
+        start: ``(S,)`` long, first column of each span.
+        length: ``(S,)`` long, number of tokens of each span.
+    """
+
+    span_id: torch.Tensor
+    row: torch.Tensor
+    start: torch.Tensor
+    length: torch.Tensor
+
+    @property
+    def num_spans(self) -> int:
+        return int(self.row.numel())
+
+    def turn_index(self) -> torch.Tensor:
+        """``(S,)`` position of each span within its row (0 for the first response of a row)."""
+        if self.num_spans == 0:
+            return self.row.new_zeros(0)
+        first_of_row = torch.ones_like(self.row, dtype=torch.bool)
+        first_of_row[1:] = self.row[1:] != self.row[:-1]
+        block_start = torch.cummax(torch.where(first_of_row, torch.arange(self.num_spans), 0), dim=0).values
+        return torch.arange(self.num_spans) - block_start
+
+
+def response_spans(mask: torch.Tensor) -> ResponseSpans:
+    """Split every row of a ``(B, T)`` 0/1 mask into its runs of ones.
+
+    In single-turn GRPO a row has one span (its completion). With multi-turn rollouts the loss mask is
+    ``completion_mask * tool_mask`` (TRL's ``tool_mask``/``env_mask``: 1 = model token, 0 = environment
+    token), and each run of ones is one response (one turn).
+    """
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be 2-D (B, T), got shape {tuple(mask.shape)}")
+    m = mask.detach().to("cpu").bool()
+    prev = torch.zeros_like(m)
+    prev[:, 1:] = m[:, :-1]
+    starts = m & ~prev
+    span_counter = torch.cumsum(starts.flatten().long(), dim=0).view_as(m) - 1
+    span_id = torch.where(m, span_counter, torch.full_like(span_counter, -1))
+    rows, cols = starts.nonzero(as_tuple=True)
+    lengths = torch.bincount(span_id[m], minlength=rows.numel()) if rows.numel() else rows.new_zeros(0)
+    return ResponseSpans(span_id.to(mask.device), rows, cols, lengths)
+
+
+def span_means(values: torch.Tensor, spans: ResponseSpans) -> torch.Tensor:
+    """Mean of ``values`` (``(B, T)``) over each span's tokens, ignoring non-finite entries.
+
+    A span with no finite value (empty, or whose statistic was never recorded) gets NaN, which
+    :func:`compute_aem` treats as "no information": ``alpha = 1`` for it.
+    """
+    if values.shape != spans.span_id.shape:
+        raise ValueError(f"values {tuple(values.shape)} and spans {tuple(spans.span_id.shape)} differ in shape")
+    num = spans.num_spans
+    device = values.device
+    sid = spans.span_id.to(device)
+    valid = (sid >= 0) & torch.isfinite(values)
+    idx = sid[valid]
+    sums = torch.zeros(num, dtype=torch.float64, device=device).index_add_(0, idx, values[valid].double())
+    counts = torch.zeros(num, dtype=torch.float64, device=device).index_add_(
+        0, idx, torch.ones_like(idx, dtype=torch.float64)
+    )
+    means = sums / counts  # 0/0 -> NaN for spans without a finite value
+    return means.float()
+
+
+class AEMResult(NamedTuple):
+    """Output of :func:`compute_aem`.
+
+    Attributes:
+        alpha: ``(N,)`` coefficients; group mean exactly 1 (up to float rounding).
+        guarded: ``(N,)`` bool, True where alpha was left at 1 (noise guard, singleton group or
+            non-finite statistic).
+        group_guarded: ``(num_groups,)`` bool, True for groups left entirely at alpha = 1.
+    """
+
+    alpha: torch.Tensor
+    guarded: torch.Tensor
+    group_guarded: torch.Tensor
+
+
+def _check_hyperparameters(lam: float, min_range: float) -> None:
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam):
+        raise ValueError(f"lam (AEM lambda) must be a finite number, got {lam!r}")
+    if isinstance(min_range, bool) or not isinstance(min_range, (int, float)) or not math.isfinite(min_range):
+        raise ValueError(f"min_range must be a finite number, got {min_range!r}")
+    if min_range < 0:
+        raise ValueError(f"min_range must be >= 0, got {min_range}")
+
+
+def compute_aem(
+    stat: torch.Tensor, group_ids: torch.Tensor, *, lam: float = 1.0, min_range: float = 0.1
+) -> AEMResult:
+    """AEM coefficients with the bookkeeping the trainer logs (see :func:`aem_coefficients`)."""
+    _check_hyperparameters(lam, min_range)
+    if stat.dim() != 1 or group_ids.dim() != 1:
+        raise ValueError(
+            f"stat and group_ids must be 1-D, got shapes {tuple(stat.shape)} and {tuple(group_ids.shape)}"
+        )
+    if stat.numel() != group_ids.numel():
+        raise ValueError(f"stat has {stat.numel()} entries but group_ids has {group_ids.numel()}")
+    if not stat.is_floating_point():
+        raise TypeError(f"stat must be a floating tensor, got {stat.dtype}")
+    if group_ids.is_floating_point() or group_ids.dtype == torch.bool:
+        raise TypeError(f"group_ids must be an integer tensor, got {group_ids.dtype}")
+
+    out_dtype = stat.dtype
+    if stat.numel() == 0:
+        empty = stat.new_zeros(0)
+        return AEMResult(empty, torch.zeros(0, dtype=torch.bool, device=stat.device), empty.bool())
+
+    x = stat.double()
+    _, inv = torch.unique(group_ids, return_inverse=True)
+    num_groups = int(inv.max()) + 1
+    finite = torch.isfinite(x)
+    xf = torch.where(finite, x, torch.zeros_like(x))
+
+    inf = torch.full((num_groups,), math.inf, dtype=torch.float64, device=x.device)
+    gmin = inf.scatter_reduce(0, inv[finite], x[finite], reduce="amin", include_self=True)
+    gmax = (-inf).scatter_reduce(0, inv[finite], x[finite], reduce="amax", include_self=True)
+    grange = gmax - gmin  # NaN (inf - inf) for groups without any finite statistic
+    # Guard: too little spread to tell confident from uncertain responses (this also covers singleton
+    # groups and groups whose statistics are all equal, where Htil would be 0/0).
+    group_guarded = ~(grange >= min_range) | ~(grange > 0)
+
+    active = finite & ~group_guarded[inv]
+    safe_range = torch.where(group_guarded, torch.ones_like(grange), grange)
+    safe_min = torch.where(group_guarded, torch.zeros_like(gmin), gmin)
+    h_tilde = torch.where(active, (xf - safe_min[inv]) / safe_range[inv], torch.zeros_like(x))
+    w = torch.where(active, torch.exp(-lam * h_tilde), torch.zeros_like(x))
+    w_sum = torch.zeros(num_groups, dtype=torch.float64, device=x.device).index_add_(0, inv, w)
+    n_active = torch.zeros(num_groups, dtype=torch.float64, device=x.device).index_add_(0, inv, active.double())
+    w_mean = w_sum / n_active.clamp(min=1.0)
+    alpha = torch.where(active, w / torch.where(active, w_mean[inv], torch.ones_like(x)), torch.ones_like(x))
+    return AEMResult(alpha.to(out_dtype), ~active, group_guarded)
+
+
+def aem_coefficients(
+    stat: torch.Tensor, group_ids: torch.Tensor, *, lam: float = 1.0, min_range: float = 0.1
+) -> torch.Tensor:
+    """The AEM coefficient ``alpha`` of every response in a flat batch (AEM.md, step 2).
+
+    Within each group (responses sharing a ``group_ids`` value)::
+
+        range = max(stat) - min(stat)
+        alpha = 1                                   if range < min_range  (noise guard)
+        Htil  = (stat - min(stat)) / range          in [0, 1]
+        w     = exp(-lam * Htil)
+        alpha = w / mean_group(w)                   group mean exactly 1
+
+    so ``alpha`` lies in ``[e^-|lam|, e^|lam|]``, decreases with the statistic for ``lam > 0`` (confident
+    responses get larger weight) and increases for ``lam < 0`` (the paper's reversed ablation).
+    Scope ablations (per trajectory, per batch) are just other ``group_ids``.
+
+    Degenerate inputs never produce NaN: a singleton group, a group whose statistics are all equal and
+    a response whose statistic is NaN/inf (e.g. an empty span) get ``alpha = 1``; non-finite entries are
+    also left out of their group's min, max and mean.
+
+    Args:
+        stat: ``(N,)`` float, the per-response statistic (mean token entropy ``Hbar`` by default).
+        group_ids: ``(N,)`` integer group label of every response.
+        lam: modulation strength ``lambda`` (paper default 1.0); negative reverses the direction.
+        min_range: noise guard in nats (paper default 0.1); must be >= 0.
+
+    Returns:
+        ``(N,)`` tensor of coefficients, same dtype and device as ``stat``.
+    """
+    return compute_aem(stat, group_ids, lam=lam, min_range=min_range).alpha
+
+
+def shuffle_within_groups(
+    values: torch.Tensor, group_ids: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Randomly permute ``values`` inside each group (the paper's "shuffled alpha" ablation).
+
+    The multiset of values of every group is unchanged (so the group mean of alpha stays 1); only the
+    link between a response and its own entropy is broken.
+    """
+    if values.shape != group_ids.shape or values.dim() != 1:
+        raise ValueError("values and group_ids must be 1-D tensors of the same length")
+    if values.numel() == 0:
+        return values.clone()
+    keys = torch.rand(values.numel(), generator=generator, dtype=torch.float64).to(values.device)
+    # Sort by (group, random key): positions of each group are then filled with a random permutation
+    # of that group's own values.
+    order_within = torch.argsort(keys)
+    group_sorted = torch.argsort(group_ids[order_within], stable=True)
+    shuffled_src = order_within[group_sorted]  # random order inside each group, groups contiguous
+    positions = torch.argsort(group_ids, stable=True)  # original positions, groups contiguous
+    out = values.clone()
+    out[positions] = values[shuffled_src]
+    return out
+
+
+def broadcast_to_tokens(span_values: torch.Tensor, spans: ResponseSpans, fill: float = 1.0) -> torch.Tensor:
+    """Spread per-span values onto their tokens: a ``(B, T)`` tensor, ``fill`` outside spans."""
+    sid = spans.span_id.to(span_values.device)
+    out = torch.full(sid.shape, fill, dtype=span_values.dtype, device=span_values.device)
+    inside = sid >= 0
+    out[inside] = span_values[sid[inside]]
+    return out
+
+
+def entropy_drift(advantages: torch.Tensor, surprisal: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
+    """Batch estimate of the theorem's drift term ``E[A * (S - H)]`` over responses.
+
+    ``surprisal`` and ``entropy`` are per-token means over each response (``Sbar`` and ``Hbar``):
+    along a sampled path the expected surprisal of a token equals its entropy, so ``Sbar - Hbar`` is a
+    low-variance estimate of ``(S - H_resp) / |a|``. Negative drift means the update lowers entropy
+    (exploitation), positive drift raises it (exploration). Non-finite responses are skipped; an empty
+    batch gives NaN.
+    """
+    valid = torch.isfinite(advantages) & torch.isfinite(surprisal) & torch.isfinite(entropy)
+    if not bool(valid.any()):
+        return torch.tensor(float("nan"))
+    a, s, h = advantages[valid].double(), surprisal[valid].double(), entropy[valid].double()
+    return (a * (s - h)).mean().float()

@@ -1,0 +1,118 @@
+"""Per-token entropies and sampled-token log-probs taken while ``generate`` samples.
+
+AEM needs the mean token entropy of every response. The logits that produce each sampled token already
+exist inside ``model.generate``; :class:`SamplingStatsRecorder` is a ``LogitsProcessor`` that reads them,
+reduces them to two numbers per row and step (entropy and, one step later, the sampled token's
+log-prob) and returns the scores unchanged. No extra forward pass, no stored ``(B, T, V)`` logits.
+
+transformers merges user logits processors *before* the sampling warpers (temperature, top-k, top-p),
+so the recorder sees the model's logits (after repetition penalty / suppression, if configured) and
+applies the sampling temperature itself: the same ``softmax(logits / T)`` that TRL's loss uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+__all__ = ["SamplingStatsRecorder", "SampledSegment", "record_sampling_stats"]
+
+
+class SamplingStatsRecorder(LogitsProcessor):
+    """Records, for each generation step, ``h`` (full-vocabulary entropy) and ``log p(sampled token)``.
+
+    Use through :func:`record_sampling_stats`, which also feeds the final sampled token (never seen by a
+    logits processor) to :meth:`finish`.
+    """
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        self._entropies: list[torch.Tensor] = []
+        self._logps: list[torch.Tensor] = []
+        self._prev_logp: torch.Tensor | None = None  # (B, V) log-probs of the previous step, one step only
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logp = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        if self._prev_logp is not None:  # input_ids[:, -1] is the token sampled from the previous step
+            self._logps.append(self._prev_logp.gather(1, input_ids[:, -1:].long()).squeeze(1))
+        self._entropies.append(torch.special.entr(logp.exp()).sum(dim=-1))
+        self._prev_logp = logp
+        return scores
+
+    def finish(self, sequences: torch.Tensor) -> None:
+        """Close the last step with the final sampled tokens (``sequences[:, -1]``)."""
+        if self._prev_logp is not None:
+            self._logps.append(self._prev_logp.gather(1, sequences[:, -1:].long()).squeeze(1))
+            self._prev_logp = None
+
+    @property
+    def num_steps(self) -> int:
+        return len(self._entropies)
+
+    def entropies(self) -> torch.Tensor:
+        """``(B, steps)`` entropies, float32 on CPU."""
+        if not self._entropies:
+            return torch.zeros(0, 0)
+        return torch.stack(self._entropies, dim=1).cpu()
+
+    def logps(self) -> torch.Tensor:
+        """``(B, steps)`` sampled-token log-probs, float32 on CPU."""
+        if not self._logps:
+            return torch.zeros(0, 0)
+        return torch.stack(self._logps, dim=1).cpu()
+
+
+@dataclass
+class SampledSegment:
+    """Token statistics of one generated continuation: ``prompt_ids`` -> ``completion_ids``."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    entropies: torch.Tensor  # (len(completion_ids),)
+    logps: torch.Tensor  # (len(completion_ids),)
+    key: tuple[int, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.key = tuple(self.prompt_ids)
+
+
+@contextmanager
+def record_sampling_stats(model: torch.nn.Module, temperature: float) -> Iterator[SamplingStatsRecorder]:
+    """Make every ``model.generate`` call inside the block also feed a :class:`SamplingStatsRecorder`.
+
+    ``generate`` is wrapped on this instance only (removed on exit), so the model class, other models
+    and TRL's own call to ``unwrapped_model.generate(**inputs, generation_config=...)`` stay untouched.
+    Several ``generate`` calls in one block are not supported (the recorder would mix them): open one
+    block per call.
+    """
+    recorder = SamplingStatsRecorder(temperature)
+    had_instance_attr = "generate" in vars(model)
+    original = model.generate
+    calls = 0
+
+    def generate(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise RuntimeError("record_sampling_stats: one generate call per block")
+        processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+        processors.append(recorder)
+        output = original(*args, logits_processor=processors, **kwargs)
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        recorder.finish(sequences)
+        return output
+
+    model.generate = generate
+    try:
+        yield recorder
+    finally:
+        if had_instance_attr:
+            model.generate = original
+        else:
+            del model.generate

@@ -1,0 +1,358 @@
+"""``AEMTrainer``: TRL's ``GRPOTrainer`` with AEM advantage modulation per response span.
+
+Data path of one generation batch (single-turn completions, or TRL's own ``tools`` loop):
+
+1. ``_generate_single_turn`` (TRL) samples with ``transformers.generate``; a logits processor records
+   each token's full-vocabulary entropy and sampled log-prob on the fly (:mod:`trl_aem.sampling`).
+   With vLLM the entropies come from the old-log-prob pass TRL already runs. No extra forward pass.
+2. ``_generate_and_score_completions`` (TRL) scores the batch and computes the base advantages
+   ``A_base`` in group order; our override then splits the loss mask into response spans, averages the
+   statistic per span, gathers spans across processes (a group may straddle ranks), computes
+   ``alpha`` per group, slices this rank's spans back and returns ``(B, T)`` advantages
+   ``A_base * alpha`` that TRL's unchanged ``_compute_loss`` consumes.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from trl import GRPOTrainer
+from trl.trainer.utils import get_config_model_id
+
+from .config import AEMConfig
+from .distributed import gather_ragged
+from .modulation import (
+    ResponseSpans,
+    broadcast_to_tokens,
+    compute_aem,
+    entropy_drift,
+    response_spans,
+    shuffle_within_groups,
+    span_means,
+)
+from .sampling import SampledSegment, record_sampling_stats
+
+__all__ = ["AEMTrainer", "AEM_CITATION"]
+
+AEM_CITATION = textwrap.dedent("""\
+    @article{zhao2026aem,
+        title        = {{AEM: Adaptive Entropy Modulation for Multi-Turn Agentic Reinforcement Learning}},
+        author       = {Haotian Zhao and others},
+        year         = 2026,
+        eprint       = {arXiv:2605.00425},
+    }""")
+
+
+@dataclass
+class SpanBatch:
+    """Per-response quantities of one generation batch on this rank (``S`` spans)."""
+
+    spans: ResponseSpans
+    entropy: torch.Tensor  # (S,) mean token entropy Hbar
+    surprisal: torch.Tensor  # (S,) mean token surprisal Sbar
+    group: torch.Tensor  # (S,) global task-group id
+    trajectory: torch.Tensor  # (S,) global trajectory (episode) id
+    advantage: torch.Tensor  # (S,) base advantage of the span's row
+
+
+class AEMTrainer(GRPOTrainer):
+    """GRPO-family trainer whose advantages are rescaled per response by AEM (arXiv:2605.00425).
+
+    Args:
+        model: model id, local path, ``PreTrainedModel`` or ``PeftModel`` (as for ``GRPOTrainer``).
+        env: zero-argument callable returning a fresh :class:`~trl_aem.envs.TextEnv` for multi-turn
+            training. ``None`` trains on single-turn completions of ``train_dataset`` prompts scored by
+            ``reward_funcs`` (or TRL's ``tools`` / ``environment_factory`` loop), with AEM applied.
+        config: an :class:`AEMConfig`. Defaults to ``AEMConfig("<model name>-AEM")``.
+        train_dataset, eval_dataset, processing_class, reward_funcs, peft_config, callbacks: as in
+            ``GRPOTrainer``.
+        **kwargs: any other ``GRPOTrainer`` argument (``optimizers``, ``quantization_config``,
+            ``reward_processing_classes``, ``tools``, ``rollout_func``, ``environment_factory``).
+    """
+
+    _tag_names = ["trl", "grpo", "aem"]
+    _name = "AEM"
+    _paper = {
+        "title": "AEM: Adaptive Entropy Modulation for Multi-Turn Agentic Reinforcement Learning",
+        "id": "2605.00425",
+        "citation": AEM_CITATION,
+    }
+
+    def __init__(
+        self,
+        model,
+        env: Callable[[], Any] | None = None,
+        config: AEMConfig | None = None,
+        *,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_funcs=None,
+        peft_config=None,
+        callbacks=None,
+        **kwargs,
+    ):
+        if config is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            config = AEMConfig(f"{str(model_name).rstrip('/').split('/')[-1]}-AEM")
+        if not isinstance(config, AEMConfig):
+            raise TypeError(
+                f"config must be a trl_aem.AEMConfig, got {type(config).__name__}. Build one with the same fields: "
+                "AEMConfig(**grpo_config.to_dict()) keeps every GRPOConfig setting."
+            )
+        if env is not None:
+            raise ValueError(
+                "Multi-turn training with `env` is provided by the rollout engine (trl_aem.rollout), which is not "
+                "part of this build. Pass env=None for single-turn training."
+            )
+        if "args" in kwargs:
+            raise TypeError("AEMTrainer takes `config=` (an AEMConfig), not `args=`")
+        if not reward_funcs and kwargs.get("environment_factory") is None and kwargs.get("rollout_func") is None:
+            raise ValueError(
+                "Single-turn training (env=None) needs `reward_funcs` to score completions (or TRL's "
+                "`environment_factory` whose environment owns the reward)."
+            )
+        self.env_factory = env
+        # Per-batch scratch state, filled by the overrides below and consumed in _generate_and_score_completions.
+        self._sampled_segments: list[SampledSegment] = []
+        self._last_rollout_ids: tuple[list, list, list | None] | None = None
+        self._capture_recompute = False
+        self._recomputed: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._aem_round = 0
+
+        super().__init__(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=config,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            peft_config=peft_config,
+            **kwargs,
+        )
+        self._stats_source = self._resolve_stats_source()
+
+    # ------------------------------------------------------------------ where the statistic comes from
+    @property
+    def _has_recompute_pass(self) -> bool:
+        """Whether TRL runs its no-grad old-log-prob forward this batch (same test as in
+        ``GRPOTrainer._generate_and_score_completions``: misaligned accumulation or vLLM IS correction)."""
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        return self.args.gradient_accumulation_steps % generate_every != 0 or (
+            self.use_vllm and self.vllm_importance_sampling_correction
+        )
+
+    def _resolve_stats_source(self) -> str:
+        """``"sampler"``: recorded while ``transformers.generate`` samples. ``"recompute"``: taken from the
+        old-log-prob pass TRL already runs (vLLM, continuous batching). Anything else would need an extra
+        forward pass, which AEM must not add, so it is refused with the settings that fix it."""
+        if not (self.use_vllm or self.use_transformers_continuous_batching):
+            return "sampler"
+        if self._has_recompute_pass:
+            return "recompute"
+        backend = "vLLM" if self.use_vllm else "transformers continuous batching"
+        raise ValueError(
+            f"AEM with {backend} generation reads token entropies from TRL's old-log-prob pass, which this "
+            "configuration skips. Set `vllm_importance_sampling_correction=True` (the TRL default) or make "
+            "`gradient_accumulation_steps` not a multiple of `steps_per_generation * num_iterations`."
+        )
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        # Wraps GRPOTrainer._generate_single_turn: on the transformers path, the `unwrapped_model.generate(...)`
+        # call it makes also feeds a SamplingStatsRecorder. vLLM / continuous batching run unchanged.
+        if self._stats_source != "sampler":
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        unwrapped = self.accelerator.unwrap_model(self.model_wrapped)
+        with record_sampling_stats(unwrapped, self.temperature) as recorder:
+            completion_ids, logprobs = super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        entropies, logps = recorder.entropies(), recorder.logps()
+        for row, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids, strict=True)):
+            n = len(completion)
+            self._sampled_segments.append(
+                SampledSegment(list(prompt), list(completion), entropies[row, :n], logps[row, :n])
+            )
+        return completion_ids, logprobs
+
+    def _generate(self, prompts: list):
+        # Keep the unpadded id lists of the batch (GRPOTrainer._generate returns them first) to align the
+        # recorded segments with completion tokens.
+        result = super()._generate(prompts)
+        prompt_ids, completion_ids, tool_mask = result[0], result[1], result[2]
+        self._last_rollout_ids = (prompt_ids, completion_ids, tool_mask)
+        return result
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        # With vLLM, TRL's first no-grad call in `_generate_and_score_completions` is the old-log-prob pass
+        # (`compute_entropy=False` there). Ask the fused LM head, which computes entropies anyway, to return them.
+        if self._capture_recompute and not torch.is_grad_enabled():
+            self._capture_recompute = False
+            wanted = kwargs.pop("compute_entropy", False)
+            logps, entropies, aux = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, compute_entropy=True, **kwargs
+            )
+            self._recomputed = (logps.detach(), entropies.detach())
+            return logps, (entropies if wanted else None), aux
+        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+
+    # ------------------------------------------------------------------ one generation batch
+    def _generate_and_score_completions(self, inputs):
+        self._sampled_segments = []
+        self._recomputed = None
+        self._capture_recompute = self._stats_source == "recompute"
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            self._capture_recompute = False
+        mode = "train" if self.model.training else "eval"
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+
+        local_rows = output["completion_ids"].size(0)
+        row_offset = self.accelerator.process_index * local_rows  # TRL's `process_slice`: equal rows per rank
+        global_rows = torch.arange(row_offset, row_offset + local_rows)
+        output["advantages"] = self._modulate_advantages(
+            output,
+            row_group=global_rows // num_generations,
+            row_trajectory=global_rows,
+            mode=mode,
+        )
+        self._sampled_segments = []
+        self._last_rollout_ids = None
+        self._recomputed = None
+        return output
+
+    def _token_statistics(self, output: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T)`` token entropies and sampled-token log-probs aligned with ``completion_ids`` (NaN where
+        none was recorded)."""
+        completion_ids = output["completion_ids"]
+        if self._stats_source == "recompute":
+            if self._recomputed is None:
+                raise RuntimeError("AEM: TRL's old-log-prob pass did not run, so no token entropies are available.")
+            logps, entropies = self._recomputed
+            return entropies.float(), logps.float()
+
+        entropy = torch.full(completion_ids.shape, float("nan"))
+        logp = torch.full(completion_ids.shape, float("nan"))
+        if self._last_rollout_ids is None or not self._sampled_segments:
+            raise RuntimeError(
+                "AEM: no sampling statistics were recorded for this batch. A custom `rollout_func` that does not "
+                "generate through the trainer gives AEM nothing to measure; generate with vLLM (the recompute "
+                "pass provides entropies) or through `trainer._generate_single_turn`."
+            )
+        prompt_ids, completion_lists, tool_masks = self._last_rollout_ids
+        by_prompt: dict[tuple[int, ...], list[SampledSegment]] = defaultdict(list)
+        for segment in self._sampled_segments:
+            by_prompt[segment.key].append(segment)
+        for row, (prompt, completion) in enumerate(zip(prompt_ids, completion_lists, strict=True)):
+            prompt, completion = list(prompt), list(completion)
+            model_mask = tool_masks[row] if tool_masks is not None else [1] * len(completion)
+            full = prompt + completion
+            for start, length in _runs_of_ones(model_mask):
+                candidates = by_prompt.get(tuple(full[: len(prompt) + start]))
+                if not candidates:
+                    continue
+                tokens = completion[start : start + length]
+                for k, segment in enumerate(candidates):
+                    n = min(length, len(segment.completion_ids))
+                    if segment.completion_ids[:n] == tokens[:n]:
+                        entropy[row, start : start + n] = segment.entropies[:n]
+                        logp[row, start : start + n] = segment.logps[:n]
+                        del candidates[k]
+                        break
+        device = completion_ids.device
+        return entropy.to(device), logp.to(device)
+
+    def _modulate_advantages(
+        self, output: dict[str, Any], *, row_group: torch.Tensor, row_trajectory: torch.Tensor, mode: str
+    ) -> torch.Tensor:
+        """Return the advantages TRL's loss will use: ``(B, T)`` ``A_base * alpha`` per token with AEM on, the
+        unchanged base advantages otherwise. Logs the ``aem/*`` metrics in both cases."""
+        base = output["advantages"]
+        loss_mask = output["completion_mask"]
+        if "tool_mask" in output:
+            loss_mask = loss_mask * output["tool_mask"]
+        spans = response_spans(loss_mask)
+        token_entropy, token_logp = self._token_statistics(output)
+        batch = SpanBatch(
+            spans=spans,
+            entropy=span_means(token_entropy, spans).cpu(),
+            surprisal=span_means(-token_logp, spans).cpu(),
+            group=row_group.cpu()[spans.row],
+            trajectory=row_trajectory.cpu()[spans.row],
+            advantage=base.detach().float().cpu().view(-1)[spans.row],
+        )
+        alpha = self._span_alpha(batch, mode)
+        if alpha is None:
+            return base
+        per_token_alpha = broadcast_to_tokens(alpha.to(base.device, base.dtype), spans, fill=1.0)
+        return base.view(-1, 1) * per_token_alpha
+
+    def _span_alpha(self, batch: SpanBatch, mode: str) -> torch.Tensor | None:
+        """Gather every rank's spans, compute alpha on the whole batch (identically on every rank), log the
+        metrics and return this rank's alpha (``None`` when ``use_aem=False``)."""
+        args = self.args
+        fields = torch.stack(
+            [batch.entropy, batch.surprisal, batch.advantage, batch.group.double(), batch.trajectory.double()], dim=1
+        ).double()
+        full, counts = gather_ragged(fields, self.accelerator)
+        full = full.cpu()
+        entropy, surprisal, advantage = full[:, 0], full[:, 1], full[:, 2]
+        group, trajectory = full[:, 3].long(), full[:, 4].long()
+        stat = entropy if args.aem_statistic == "entropy" else surprisal
+        metrics = self._metrics[mode]
+        finite = torch.isfinite(stat)
+        metrics["aem/missing_frac"].append(float((~finite).float().mean()) if stat.numel() else 0.0)
+        if bool(torch.isfinite(entropy).any()):
+            metrics["aem/response_entropy"].append(float(entropy[torch.isfinite(entropy)].mean()))
+        drift_base = entropy_drift(advantage, surprisal, entropy)
+
+        if not args.use_aem:
+            metrics["aem/drift"].append(float(drift_base))
+            return None
+
+        if args.aem_scope == "group":
+            scope_ids = group
+        elif args.aem_scope == "trajectory":
+            scope_ids = trajectory
+        else:
+            scope_ids = torch.zeros_like(group)
+        result = compute_aem(stat.float(), scope_ids, lam=args.aem_lambda, min_range=args.aem_min_range)
+        alpha = result.alpha
+        if args.aem_shuffle:
+            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + self._aem_round)
+            alpha = shuffle_within_groups(alpha, scope_ids, generator)
+        self._aem_round += 1
+
+        if alpha.numel():
+            valid = alpha[finite] if bool(finite.any()) else alpha
+            metrics["aem/alpha_mean"].append(float(valid.mean()))
+            metrics["aem/alpha_std"].append(float(valid.std(unbiased=False)))
+            metrics["aem/alpha_min"].append(float(valid.min()))
+            metrics["aem/alpha_max"].append(float(valid.max()))
+            metrics["aem/guarded_frac"].append(float(result.group_guarded.float().mean()))
+        metrics["aem/drift"].append(float(entropy_drift(advantage * alpha.double(), surprisal, entropy)))
+        metrics["aem/drift_base"].append(float(drift_base))
+
+        start = int(counts[: self.accelerator.process_index].sum())
+        return alpha[start : start + batch.spans.num_spans]
+
+
+def _runs_of_ones(mask: list[int]) -> list[tuple[int, int]]:
+    """``[(start, length), ...]`` of the runs of ones in a 0/1 list."""
+    runs, start = [], None
+    for i, value in enumerate(mask):
+        if value and start is None:
+            start = i
+        elif not value and start is not None:
+            runs.append((start, i - start))
+            start = None
+    if start is not None:
+        runs.append((start, len(mask) - start))
+    return runs
