@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
@@ -14,6 +13,14 @@ AEM_SCOPES = ("group", "trajectory", "batch")
 AEM_STATISTICS = ("entropy", "surprisal")
 ROLLOUT_MODES = ("trajectory", "step")
 ENV_WORKER_TYPES = ("thread", "process")
+
+
+def _bf16_accelerator_available() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch, "xpu", None) and torch.xpu.is_available())
 
 
 def _is_number(value) -> bool:
@@ -50,6 +57,9 @@ class AEMConfig(GRPOConfig):
         `"surprisal"`: mean sampled-token surprisal `-log pi(a_j)` (higher variance; an ablation).
     aem_shuffle (`bool`, defaults to `False`):
         Ablation: randomly permute alpha inside each normalisation group, breaking its link with entropy.
+
+    Unlike `GRPOConfig`, `bf16` defaults to `True` only when a bf16-capable GPU/XPU is present; on a CPU-only
+    machine the default is fp32 (bf16 is slower there and transformers refuses it without `use_cpu`).
 
     > Multi-turn environment parameters (used when the trainer gets an `env`)
 
@@ -116,14 +126,11 @@ class AEMConfig(GRPOConfig):
 
     def __post_init__(self):
         self._validate_aem()
+        if self.bf16 is None and not self.fp16:
+            # TRL defaults to bf16, which transformers refuses on a machine without a bf16-capable accelerator
+            # (and which is slower than fp32 on CPUs). Default to fp32 there instead of failing.
+            self.bf16 = _bf16_accelerator_available()
         super().__post_init__()
-        if self.use_aem and self.aem_scope == "group" and self.num_generations is not None and self.num_generations < 2:
-            warnings.warn(
-                "AEM with aem_scope='group' and num_generations=1: single-turn groups hold one response, so alpha "
-                "stays 1 unless episodes have several turns.",
-                UserWarning,
-                stacklevel=2,
-            )
 
     def _validate_aem(self) -> None:
         def fail(message: str) -> None:

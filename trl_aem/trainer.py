@@ -97,6 +97,8 @@ class AEMTrainer(GRPOTrainer):
         callbacks=None,
         **kwargs,
     ):
+        if "args" in kwargs:
+            raise TypeError("AEMTrainer takes `config=` (an AEMConfig), not `args=`")
         if config is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             config = AEMConfig(f"{str(model_name).rstrip('/').split('/')[-1]}-AEM")
@@ -110,8 +112,6 @@ class AEMTrainer(GRPOTrainer):
                 "Multi-turn training with `env` is provided by the rollout engine (trl_aem.rollout), which is not "
                 "part of this build. Pass env=None for single-turn training."
             )
-        if "args" in kwargs:
-            raise TypeError("AEMTrainer takes `config=` (an AEMConfig), not `args=`")
         if not reward_funcs and kwargs.get("environment_factory") is None and kwargs.get("rollout_func") is None:
             raise ValueError(
                 "Single-turn training (env=None) needs `reward_funcs` to score completions (or TRL's "
