@@ -86,6 +86,19 @@ class AEMConfig(GRPOConfig):
         next wave generates (environment latency hidden behind generation). `1` makes one generate call per
         turn for all running episodes: best with instant environments on a GPU, where decoding a batch
         half as large costs nearly as much as the full one.
+
+    > Hub parameters (used with `push_to_hub=True`; `hub_strategy` and the other `hub_*` fields are TRL's)
+
+    push_merged_model (`bool`, defaults to `False`):
+        PEFT only: `push_to_hub()` also merges the adapter into the base weights and pushes the full model to the
+        repository `<hub_model_id>-merged` (loadable without PEFT, e.g. by vLLM). Checkpoints push the adapter.
+    hub_push_retries (`int`, defaults to `3`):
+        Retries of a failed upload (server error, network down), after `huggingface_hub`'s own retries. A push
+        that still fails is reported (warning, `hub/push_failures`) and tried again with the next checkpoint;
+        training goes on and local checkpoints are kept.
+    hub_push_backoff (`float`, defaults to `10.0`):
+        Seconds before the first retry of a failed upload; doubled for each further retry. Retries run in the
+        background upload thread, never in a training step.
     """
 
     use_aem: bool = field(
@@ -136,6 +149,16 @@ class AEMConfig(GRPOConfig):
     )
     rollout_waves: int = field(
         default=2, metadata={"help": "Generate waves per turn; env steps of one wave overlap the next's generation."}
+    )
+    push_merged_model: bool = field(
+        default=False,
+        metadata={"help": "PEFT: push_to_hub() also pushes the merged full model to <hub_model_id>-merged."},
+    )
+    hub_push_retries: int = field(
+        default=3, metadata={"help": "Retries of a failed Hub upload (in the background) before it is reported."}
+    )
+    hub_push_backoff: float = field(
+        default=10.0, metadata={"help": "Seconds before the first retry of a failed Hub upload; doubled each retry."}
     )
 
     def __post_init__(self):
@@ -198,3 +221,17 @@ class AEMConfig(GRPOConfig):
             or self.invalid_action_penalty < 0
         ):
             fail(f"invalid_action_penalty must be a finite number >= 0, got {self.invalid_action_penalty!r}")
+        if not isinstance(self.push_merged_model, bool):
+            fail(f"push_merged_model must be a bool, got {self.push_merged_model!r}")
+        if (
+            isinstance(self.hub_push_retries, bool)
+            or not isinstance(self.hub_push_retries, int)
+            or self.hub_push_retries < 0
+        ):
+            fail(f"hub_push_retries must be an integer >= 0, got {self.hub_push_retries!r}")
+        if (
+            not _is_number(self.hub_push_backoff)
+            or not math.isfinite(self.hub_push_backoff)
+            or self.hub_push_backoff < 0
+        ):
+            fail(f"hub_push_backoff must be a finite number of seconds >= 0, got {self.hub_push_backoff!r}")
