@@ -5,6 +5,7 @@ from .pool import EnvCall, EnvOutcome, EnvPool
 
 __all__ = [
     "ACTION_FORMAT",
+    "AlfWorldEnv",
     "ENVIRONMENTS",
     "EnvCall",
     "EnvOutcome",
@@ -22,12 +23,17 @@ __all__ = [
 # name -> "module:attribute" of a zero-argument environment factory (imported on demand)
 ENVIRONMENTS = {
     "keyword": "trl_aem.envs.keyword:KeywordEnv",
+    "alfworld": "trl_aem.envs.alfworld:AlfWorldEnv",
     "webshop": "trl_aem.envs.webshop:WebShopEnv",
 }
 
 
 def __getattr__(name: str):
     # built-in environments load on first use (their dependencies stay out of `import trl_aem.envs`)
+    if name == "AlfWorldEnv":
+        from .alfworld import AlfWorldEnv
+
+        return AlfWorldEnv
     if name == "WebShopEnv":
         from .webshop import WebShopEnv
 
