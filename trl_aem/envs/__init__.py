@@ -11,6 +11,7 @@ __all__ = [
     "EnvOutcome",
     "EnvPool",
     "StepResult",
+    "SWEEnv",
     "TextEnv",
     "extract_action",
     "get_env",
@@ -25,6 +26,7 @@ ENVIRONMENTS = {
     "keyword": "trl_aem.envs.keyword:KeywordEnv",
     "alfworld": "trl_aem.envs.alfworld:AlfWorldEnv",
     "webshop": "trl_aem.envs.webshop:WebShopEnv",
+    "swe": "trl_aem.envs.swe:SWEEnv",
 }
 
 
@@ -34,6 +36,10 @@ def __getattr__(name: str):
         from .alfworld import AlfWorldEnv
 
         return AlfWorldEnv
+    if name == "SWEEnv":
+        from .swe import SWEEnv
+
+        return SWEEnv
     if name == "WebShopEnv":
         from .webshop import WebShopEnv
 
