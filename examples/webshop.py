@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from trl import TrlParser
 
 from trl_aem import AEMConfig, AEMTrainer
-from trl_aem.envs import WebShopEnv, collect_demonstrations
+from trl_aem.envs import WebShopEnv
+from trl_aem.recipes import load_policy, sft_cold_start
 
 
 @dataclass
@@ -39,36 +40,9 @@ def main() -> None:
         reward=script_args.reward,
         success_reward=script_args.success_reward,
     )
-    model, tokenizer = script_args.model_name_or_path, None
-    if model == "tiny":
-        from trl_aem.tiny import build_model, build_tokenizer
-
-        tokenizer = build_tokenizer()
-        model = build_model(tokenizer, seed=config.seed)
+    model, tokenizer = load_policy(script_args.model_name_or_path, seed=config.seed)
     if script_args.sft_demonstrations:
-        from trl import SFTConfig, SFTTrainer
-
-        demos = collect_demonstrations(
-            env,
-            env().tasks("train")[: script_args.sft_demonstrations],
-            rollout_mode=config.rollout_mode,
-            history_length=config.history_length,
-        )
-        sft = SFTTrainer(
-            model,
-            args=SFTConfig(
-                output_dir=os.path.join(config.output_dir, "sft"),
-                num_train_epochs=1,
-                report_to=config.report_to,
-                use_cpu=config.use_cpu,
-                bf16=config.bf16,
-                fp16=config.fp16,
-            ),
-            train_dataset=demos,
-            processing_class=tokenizer,
-        )
-        sft.train()
-        model, tokenizer = sft.model, sft.processing_class
+        model, tokenizer = sft_cold_start(model, tokenizer, env, config, script_args.sft_demonstrations)
     trainer = AEMTrainer(model, env, config, processing_class=tokenizer)
     trainer.train()
     trainer.save_model(config.output_dir)

@@ -37,3 +37,21 @@ def test_webshop_cpu_config(tmp_path, mode):
         "4",
     )
     assert "env/success_rate" in out and (tmp_path / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("mode", ["step", "trajectory"])
+def test_alfworld_cpu_config(tmp_path, mode):
+    out = run(
+        "examples/alfworld.py",
+        "--config",
+        "examples/configs/alfworld_cpu.yaml",
+        "--max_steps",
+        "1",
+        "--output_dir",
+        str(tmp_path),
+        "--rollout_mode",
+        mode,
+        "--max_turns",
+        "2",
+    )
+    assert "env/success_rate" in out and "'env/errors': '0'" in out and (tmp_path / "model.safetensors").exists()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 from .alfworld_expert import WorldView, next_command
@@ -39,6 +40,10 @@ SYSTEM_PROMPT = (
 )
 _REAL_SPLIT_DIRS = {"train": "train", "eval_in_distribution": "valid_seen", "eval_out_of_distribution": "valid_unseen"}
 _HIDDEN_COMMANDS = {"help"}  # verl-agent drops it from the admissible list
+# TextWorld parses the domain and grammar with tatsu on every load, and that parser is not thread-safe
+# (concurrent loads fail inside tatsu). Loads in one process take turns; process workers
+# (env_worker_type="process") load in parallel.
+_LOAD_LOCK = threading.Lock()
 
 
 def _split_name(split: str) -> str:
@@ -224,6 +229,12 @@ class AlfWorldEnv:
             command = plan[0] if plan else None
         return None if command is None else f"<action>{command}</action>"
 
+    def admissible_actions(self) -> list[str]:
+        """The commands ALFWorld accepts in the current state (``help`` left out, as verl-agent does)."""
+        if self._state is None:
+            raise RuntimeError("reset() must be called before admissible_actions()")
+        return self._admissible()
+
     def close(self) -> None:
         self._engine = self._pddl = self._state = None
 
@@ -236,8 +247,9 @@ class AlfWorldEnv:
             infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True)
             self._pddl = _engine_class()(infos)
             self._engine = AlfredInfos(AlfredDemangler(self._pddl, shuffle=False))
-        self._engine.load(game)
-        self._state = self._engine.reset()
+        with _LOAD_LOCK:
+            self._engine.load(game)
+            self._state = self._engine.reset()
 
     def _admissible(self) -> list[str]:
         return [c for c in self._state["admissible_commands"] if c not in _HIDDEN_COMMANDS]

@@ -196,6 +196,10 @@ class WebShopEnv:
             clicks.append("< prev")
         return clicks
 
+    def admissible_actions(self) -> list[str]:
+        """The actions valid on the current page (``search[<your query>]`` stands for any search)."""
+        return self._admissible()
+
     def _admissible(self) -> list[str]:
         if self.page == "search":
             return ["search[<your query>]"]

@@ -1,0 +1,57 @@
+"""Building blocks the example scripts share: model loading with the offline ``"tiny"`` option, and an
+SFT cold start on expert demonstrations with TRL's ``SFTTrainer``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["load_policy", "sft_cold_start"]
+
+
+def load_policy(model_name_or_path: str, seed: int = 0) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for ``AEMTrainer``: ``"tiny"`` builds a small model offline
+    (:mod:`trl_aem.tiny`); anything else is passed on as a Hub id or path (tokenizer ``None``: the trainer
+    loads it)."""
+    if model_name_or_path != "tiny":
+        return model_name_or_path, None
+    from .tiny import build_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    return build_model(tokenizer, seed=seed), tokenizer
+
+
+def sft_cold_start(
+    model: Any, tokenizer: Any, env_factory: Callable[[], Any], config: Any, num_episodes: int
+) -> tuple[Any, Any]:
+    """Fit ``model`` for one epoch on ``num_episodes`` expert episodes of the environment's train tasks, in
+    the RL run's rollout mode and history length (so SFT and RL see the same prompts); returns the fitted
+    ``(model, tokenizer)``. The SFT checkpoint goes to ``<output_dir>/sft``."""
+    from trl import SFTConfig, SFTTrainer
+
+    from .envs import collect_demonstrations
+
+    demos = collect_demonstrations(
+        env_factory,
+        env_factory().tasks("train")[:num_episodes],
+        rollout_mode=config.rollout_mode,
+        history_length=config.history_length,
+        max_turns=config.max_turns,
+    )
+    sft = SFTTrainer(
+        model,
+        args=SFTConfig(
+            output_dir=os.path.join(config.output_dir, "sft"),
+            num_train_epochs=1,
+            report_to=config.report_to,
+            use_cpu=config.use_cpu,
+            bf16=config.bf16,
+            fp16=config.fp16,
+            seed=config.seed,
+        ),
+        train_dataset=demos,
+        processing_class=tokenizer,
+    )
+    sft.train()
+    return sft.model, sft.processing_class
