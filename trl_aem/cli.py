@@ -7,6 +7,12 @@
 
 ``train`` parses :class:`ScriptArguments` and every :class:`~trl_aem.AEMConfig` field TrlParser-style: a
 YAML ``--config`` file first, then any field overridden on the command line.
+
+    trl-aem eval --model user/keyword-aem --env keyword --episodes 128 --push-results
+
+``eval`` plays episodes of a model (and PEFT adapter) from the Hub or disk in a built-in or ``module:attr``
+environment, prints a results table and, with ``--push-results``, writes them into the card's ``model-index``.
+Rollout settings default to the ones the model was trained with (``aem_env.json`` beside its card).
 """
 
 from __future__ import annotations
@@ -115,13 +121,96 @@ def train(argv: list[str]) -> None:
     trainer = AEMTrainer(
         model, config=config, train_dataset=dataset, processing_class=tokenizer, reward_funcs=reward_funcs
     )
+    trainer.model_card_dataset = script_args.dataset_name
     trainer.train()
     trainer.save_model(config.output_dir)
     if config.push_to_hub:
         trainer.push_to_hub()
 
 
-COMMANDS = {"train": train}
+def build_eval_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trl-aem eval", description="Play episodes of a model in an environment and report its results."
+    )
+    add = parser.add_argument
+    add("--model", required=True, help="Hub id or local folder of the model (or of a PEFT adapter).")
+    add("--adapter", default=None, help="Hub id or local folder of a PEFT adapter to apply to --model.")
+    add("--env", default=None, help="Built-in environment name or module:attribute (default: the training env).")
+    add("--episodes", type=int, default=32, help="Number of episodes (tasks are cycled).")
+    add("--split", default=None, help="Task split of env().tasks(split) (default: eval, else test, else train).")
+    add("--push-results", "--push_results", action="store_true", help="Write the results into the card on the Hub.")
+    add("--revision", default=None, help="Hub revision of the model (or adapter).")
+    add("--rollout-mode", "--rollout_mode", choices=["step", "trajectory"], default=None)
+    add("--max-turns", "--max_turns", type=int, default=None)
+    add("--history-length", "--history_length", type=int, default=None)
+    add("--max-turn-tokens", "--max_turn_tokens", type=int, default=None)
+    add("--temperature", type=float, default=0.0, help="Sampling temperature; 0 is greedy.")
+    add("--batch-size", "--batch_size", type=int, default=32, help="Episodes played together.")
+    add("--seed", type=int, default=0)
+    add("--output", default=None, help="Also write the metrics and per-episode summary to this JSON file.")
+    return parser
+
+
+def evaluate_command(argv: list[str]) -> None:
+    """Parse ``argv`` (after ``eval``), play the episodes, print the table, optionally push the results."""
+    args = build_eval_parser().parse_args(argv)
+    if args.episodes < 1:
+        raise SystemExit("trl-aem eval: --episodes must be >= 1")
+    repo = args.adapter or args.model
+    if args.push_results and os.path.isdir(repo):
+        raise SystemExit(f"trl-aem eval: --push-results needs a Hub repository id, not the local folder {repo!r}")
+    from .evaluation import evaluate, load_policy, read_env_settings, resolve_env, save_report
+
+    trained = read_env_settings(repo, args.revision)
+    env_arg = args.env or trained.get("env_spec") or trained.get("env")
+    if env_arg is None:
+        raise SystemExit("trl-aem eval: --env is required (the model has no aem_env.json naming its environment)")
+    try:
+        factory, env_name = resolve_env(env_arg)
+    except (ValueError, ImportError, AttributeError) as error:
+        raise SystemExit(f"trl-aem eval: {error}") from error
+    if trained.get("env_spec") == env_arg and trained.get("env"):
+        env_name = trained["env"]
+
+    def setting(name: str, default):
+        value = getattr(args, name)
+        return value if value is not None else trained.get(name, default)
+
+    model, tokenizer = load_policy(args.model, args.adapter, revision=args.revision)
+    report = evaluate(
+        model,
+        tokenizer,
+        factory,
+        episodes=args.episodes,
+        split=args.split,
+        env_name=env_name,
+        rollout_mode=setting("rollout_mode", "step"),
+        max_turns=setting("max_turns", 10),
+        history_length=setting("history_length", 2),
+        max_turn_tokens=setting("max_turn_tokens", 256),
+        invalid_action_penalty=trained.get("invalid_action_penalty", 0.1),
+        temperature=args.temperature,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    print(report.table())
+    if args.output:
+        save_report(report, args.output)
+    if args.push_results:
+        from .hub.results import push_eval_results
+
+        push_eval_results(
+            repo,
+            report.metrics,
+            env_name=env_name,
+            split=report.split,
+            episodes=len(report.episodes),
+            revision=args.revision,
+        )
+        print(f"results written into the model card of {repo}")
+
+
+COMMANDS = {"train": train, "eval": evaluate_command}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,10 @@ Data path of one generation batch (single-turn completions, or TRL's own ``tools
 
 from __future__ import annotations
 
+import copy
+import os
 import textwrap
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +29,8 @@ from trl.trainer.utils import get_config_model_id
 
 from .config import AEMConfig
 from .distributed import gather_ragged
+from .hub.card import WallClock, write_model_card
+from .hub.push import ResilientHubApi, trainer_hub_api
 from .modulation import (
     ResponseSpans,
     broadcast_to_tokens,
@@ -131,6 +136,11 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
         self._capture_recompute = False
         self._recomputed: tuple[torch.Tensor, torch.Tensor] | None = None
         self._aem_round = 0
+        # Hub: every upload goes through a retrying client (see `trl_aem.hub.push`); set before
+        # `Trainer.__init__`, which creates the repository when `push_to_hub=True`.
+        self._hub_api = ResilientHubApi(retries=config.hub_push_retries, backoff=config.hub_push_backoff)
+        self._wall_clock = WallClock()
+        self.model_card_dataset: str | None = None  # a Hub dataset id for the card's `datasets`, when known
 
         super().__init__(
             model=model,
@@ -139,7 +149,7 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
-            callbacks=callbacks,
+            callbacks=[*(callbacks or []), self._wall_clock],
             peft_config=peft_config,
             **kwargs,
         )
@@ -367,6 +377,142 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
 
         start = int(counts[: self.accelerator.process_index].sum())
         return alpha[start : start + batch.spans.num_spans]
+
+    # ------------------------------------------------------------------ model card and Hub
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+    ):
+        """Write the standard trl_aem model card (``README.md``), the training-curves PNG and ``aem_env.json`` into
+        ``output_dir``. Same signature as TRL's: called by ``_save_checkpoint`` at every save (so the card and
+        curves travel with every checkpoint push) and by ``push_to_hub``.
+
+        Replaces ``_BaseTrainer.create_model_card`` (trl/trainer/base_trainer.py), whose ``generate_model_card``
+        only reads templates from the trl package.
+        """
+        if not self.is_world_process_zero():
+            return
+        try:
+            write_model_card(
+                self,
+                self.args.output_dir,
+                model_name=model_name,
+                dataset_name=dataset_name or self.model_card_dataset,
+                tags=tags,
+            )
+        except Exception as error:  # a card problem must never cost the checkpoint it describes
+            warnings.warn(f"trl_aem: could not write the model card ({type(error).__name__}: {error})", stacklevel=2)
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        # Trainer.init_hf_repo's `hf_api().create_repo(...)` raises when the Hub is unreachable; training starts
+        # anyway and the first upload that gets through creates the repository (ResilientHubApi).
+        try:
+            with trainer_hub_api(self._hub_api):
+                super().init_hf_repo(token=token, private=private)
+        except Exception as error:
+            warnings.warn(
+                f"trl_aem: could not create the Hub repository yet ({type(error).__name__}: {error}); training "
+                "continues and the first successful push creates it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.hub_model_id = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
+            self.push_in_progress = None
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # Trainer._push_from_checkpoint unchanged (hub_strategy, files copied from the checkpoint, asynchronous
+        # `upload_folder(..., run_as_future=True)`), its uploads retried and reported instead of lost or raised.
+        self._latest_checkpoint = checkpoint_folder  # even when Trainer skips it (previous push still running)
+        with trainer_hub_api(self._hub_api):
+            super()._push_from_checkpoint(checkpoint_folder)
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs,
+    ):
+        """``Trainer.push_to_hub`` (save, card, upload of ``output_dir``) whose upload is retried with backoff and,
+        if the Hub stays unreachable, reported with a warning (``None`` is returned) instead of raised: the local
+        ``output_dir`` is complete either way. With ``push_merged_model=True`` and a PEFT model, the merged model
+        is pushed to ``<hub_model_id>-merged`` as well."""
+        with trainer_hub_api(self._hub_api):
+            result = super().push_to_hub(
+                commit_message=commit_message,
+                blocking=blocking,
+                token=token,
+                revision=revision,
+                private=private,
+                **kwargs,
+            )
+        if self.is_world_process_zero():
+            self._push_latest_checkpoint(token=token, blocking=blocking)
+            if self.args.push_merged_model:
+                self._push_merged_model(token=token, blocking=blocking)
+        return result
+
+    def _push_latest_checkpoint(self, token: str | None = None, blocking: bool = True):
+        """With ``hub_strategy`` ``checkpoint`` / ``all_checkpoints``, upload the newest checkpoint if no upload of
+        it went through (its push failed, or Trainer skipped it while an earlier push was still running), so the
+        Hub's ``last-checkpoint`` is the one training ended with and resuming from it loses nothing."""
+        folder = getattr(self, "_latest_checkpoint", None)
+        strategy = getattr(self.args.hub_strategy, "value", self.args.hub_strategy)
+        if folder is None or strategy not in ("checkpoint", "all_checkpoints") or not os.path.isdir(folder):
+            return None
+        path_in_repo = "last-checkpoint" if strategy == "checkpoint" else os.path.basename(folder)
+        if self._hub_api.was_uploaded(folder, path_in_repo):
+            return None
+        return self._hub_api.upload_folder(
+            repo_id=self.hub_model_id,
+            folder_path=folder,
+            path_in_repo=path_in_repo,
+            commit_message=f"{os.path.basename(folder)}, checkpoint (catch-up after a failed or skipped push)",
+            token=token or self.args.hub_token,
+            revision=self.args.hub_revision,
+            run_as_future=not blocking,
+        )
+
+    def _push_merged_model(self, token: str | None = None, blocking: bool = True):
+        """Merge the adapter into a copy of the base model, save it in ``output_dir/_merged`` (``_*`` is skipped by
+        Trainer's uploads of ``output_dir``) with a full-model card and push it to ``<hub_model_id>-merged``."""
+        from peft import PeftModel
+
+        model = self.accelerator.unwrap_model(self.model)
+        if not isinstance(model, PeftModel):
+            warnings.warn("push_merged_model=True has no effect: the model is not a PEFT model", stacklevel=2)
+            return None
+        if getattr(model.get_base_model().config, "quantization_config", None) is not None:
+            warnings.warn(
+                "push_merged_model=True: a quantized (QLoRA) base is not merged; push the adapter", stacklevel=2
+            )
+            return None
+        folder = os.path.join(self.args.output_dir, "_merged")
+        merged = copy.deepcopy(model).merge_and_unload()
+        merged.save_pretrained(folder)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(folder)
+        del merged
+        write_model_card(self, folder, kind="merged", adapter_repo=self.hub_model_id, tags=["merged"])
+        return self._hub_api.upload_folder(
+            repo_id=f"{self.hub_model_id}-merged",
+            folder_path=folder,
+            commit_message="Merged model, end of training",
+            token=token or self.args.hub_token,
+            private=self.args.hub_private_repo,
+            revision=self.args.hub_revision,
+            run_as_future=not blocking,
+        )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Cumulative Hub upload counters (`hub/pushes`, `hub/push_retries`, `hub/push_failures`) in training logs.
+        if self.args.push_to_hub and "loss" in logs:
+            logs.update(self._hub_api.stats.metrics())
+        super().log(logs, start_time)
 
 
 def _runs_of_ones(mask: list[int]) -> list[tuple[int, int]]:

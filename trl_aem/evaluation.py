@@ -1,0 +1,269 @@
+"""Evaluate a model as an agent: load it (and its PEFT adapter) from the Hub or disk, play episodes in an
+environment with the trainer's :class:`~trl_aem.rollout.engine.RolloutEngine` and plain ``transformers``
+generation, and summarise them (success rate, return, turns, invalid-action rate). ``trl-aem eval`` is a thin
+command line over this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .envs.pool import EnvPool
+from .rollout.engine import Generated, RolloutEngine, RolloutSettings
+from .rollout.episode import Episode
+from .rollout.prompts import ChatFormatter
+
+__all__ = ["EvalReport", "evaluate", "load_policy", "read_env_settings", "resolve_env"]
+
+SPLITS = ("eval", "test", "train")
+
+
+@dataclass
+class EvalReport:
+    """Finished episodes and their summary metrics."""
+
+    env_name: str
+    split: str
+    episodes: list[Episode] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        n = len(self.episodes)
+        turns = sum(len(e.turns) for e in self.episodes)
+        if n == 0:
+            return {}
+        return {
+            "success_rate": sum(e.success for e in self.episodes) / n,
+            "return": sum(e.env_return for e in self.episodes) / n,
+            "turns": turns / n,
+            "invalid_rate": sum(e.num_invalid for e in self.episodes) / turns if turns else 0.0,
+            "errors": float(sum(e.ending == "error" for e in self.episodes)),
+            "timeouts": float(sum(e.ending == "timeout" for e in self.episodes)),
+        }
+
+    def table(self) -> str:
+        """The results as a Markdown table."""
+        rows = [
+            ("Environment", f"`{self.env_name}` ({self.split} tasks)"),
+            ("Episodes", str(len(self.episodes))),
+            *((name.replace("_", " "), f"{value:.3f}") for name, value in self.metrics.items()),
+        ]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"| {'metric'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
+        return "\n".join(lines + [f"| {name.ljust(width)} | {value} |" for name, value in rows])
+
+
+def load_policy(
+    model: str,
+    adapter: str | None = None,
+    *,
+    revision: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | None = None,
+):
+    """``(model, tokenizer)`` from a Hub id or local folder, in eval mode.
+
+    A PEFT adapter is applied when ``adapter`` is given or when ``model`` itself holds an adapter
+    (``adapter_config.json``); the tokenizer comes from the adapter when it has one, else from the base model.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .hub.push import fetch_file
+
+    if adapter is None and fetch_file(model, "adapter_config.json", revision):
+        adapter, model = model, _adapter_base(model, revision)
+    policy = AutoModelForCausalLM.from_pretrained(model, revision=None if adapter else revision, dtype=dtype)
+    tokenizer_source = model
+    if adapter is not None:
+        from peft import PeftModel
+
+        policy = PeftModel.from_pretrained(policy, adapter, revision=revision)
+        if fetch_file(adapter, "tokenizer_config.json", revision):
+            tokenizer_source = adapter
+    tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer_source, revision=revision if tokenizer_source == adapter else None
+    )
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return policy.to(device).eval(), tokenizer
+
+
+def _adapter_base(adapter: str, revision: str | None) -> str:
+    from peft import PeftConfig
+
+    return PeftConfig.from_pretrained(adapter, revision=revision).base_model_name_or_path
+
+
+def resolve_env(name: str) -> tuple[Callable[[], Any], str]:
+    """``(factory, display name)`` for a built-in environment name or a ``module:attribute`` factory."""
+    import importlib
+
+    from .envs import ENVIRONMENTS, get_env
+
+    if name in ENVIRONMENTS:
+        return get_env(name), name
+    if ":" not in name:
+        raise ValueError(
+            f"unknown environment {name!r}: use a built-in name {sorted(ENVIRONMENTS)} or module:attribute"
+        )
+    module, attribute = name.split(":", 1)
+    factory = importlib.import_module(module)
+    for part in attribute.split("."):
+        factory = getattr(factory, part)
+    display = getattr(factory, "env_name", None) or attribute.split(".")[-1].lower().removesuffix("env") or "env"
+    return factory, display
+
+
+def read_env_settings(model: str, revision: str | None = None) -> dict[str, Any]:
+    """The rollout settings the model was trained with (``aem_env.json`` written beside its card), or ``{}``."""
+    from .hub.card import ENV_SETTINGS_FILE
+    from .hub.push import fetch_file
+
+    path = fetch_file(model, ENV_SETTINGS_FILE, revision)
+    if path is None:
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _transformers_generate(model, tokenizer, *, temperature: float, seed: int | None):
+    """A :data:`~trl_aem.rollout.engine.GenerateFn` over ``model.generate`` (left-padded batch, one call per turn)."""
+    eos_ids = model.generation_config.eos_token_id
+    eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids] if eos_ids is not None else [])
+    eos_ids.add(tokenizer.eos_token_id)
+    generator_seed = seed
+
+    @torch.no_grad()
+    def generate(prompts: list[list[int]], max_new_tokens: int) -> list[Generated]:
+        nonlocal generator_seed
+        if generator_seed is not None:
+            torch.manual_seed(generator_seed)
+            generator_seed += 1
+        width = max(len(p) for p in prompts)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
+        sample = temperature > 0
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=1.0 if sample else None,
+            top_k=0 if sample else None,
+            pad_token_id=pad,
+            eos_token_id=sorted(eos_ids),
+        )
+        results = []
+        for row in output[:, width:].tolist():
+            ids = []
+            for token in row:
+                ids.append(token)
+                if token in eos_ids:
+                    break
+            nan = torch.full((len(ids),), math.nan)
+            results.append(Generated(ids, nan, nan.clone()))
+        return results
+
+    return generate
+
+
+def evaluate(
+    model,
+    tokenizer,
+    env: Callable[[], Any],
+    *,
+    episodes: int = 32,
+    split: str | None = None,
+    env_name: str | None = None,
+    rollout_mode: str = "step",
+    max_turns: int = 10,
+    history_length: int = 2,
+    max_turn_tokens: int = 256,
+    max_completion_length: int = 4096,
+    invalid_action_penalty: float = 0.1,
+    temperature: float = 0.0,
+    batch_size: int = 32,
+    num_workers: int = 8,
+    step_timeout: float = 60.0,
+    seed: int | None = 0,
+) -> EvalReport:
+    """Play ``episodes`` episodes of ``env`` (tasks from ``env().tasks(split)``, cycled; ``split`` defaults to the
+    first of eval/test/train the environment has) and return them with their metrics. ``temperature=0`` is greedy."""
+    probe = env()
+    try:
+        system_prompt = getattr(probe, "system_prompt", None)
+        tasks_fn = getattr(probe, "tasks", None)
+        if not callable(tasks_fn):
+            raise ValueError("the environment has no tasks(split) method to evaluate on")
+        tasks: list[dict] = []
+        for candidate in [split] if split else SPLITS:
+            try:
+                tasks = list(tasks_fn(candidate) or [])
+            except Exception:
+                tasks = []
+            if tasks:
+                split = candidate
+                break
+        if not tasks:
+            raise ValueError(f"the environment has no tasks for split {split or SPLITS!r}")
+    finally:
+        if callable(getattr(probe, "close", None)):
+            probe.close()
+    settings = RolloutSettings(
+        mode=rollout_mode,
+        max_turns=max_turns,
+        max_turn_tokens=max_turn_tokens,
+        max_completion_length=max_completion_length,
+        invalid_action_penalty=invalid_action_penalty,
+        waves=1,
+    )
+    eos = {tokenizer.eos_token_id}
+    generation_eos = model.generation_config.eos_token_id
+    eos.update(
+        generation_eos if isinstance(generation_eos, list) else [generation_eos] if generation_eos is not None else []
+    )
+    report = EvalReport(env_name or getattr(env, "__name__", "env"), split)
+    pool = EnvPool(env, max_workers=num_workers, timeout=step_timeout)
+    try:
+        engine = RolloutEngine(
+            pool,
+            ChatFormatter(tokenizer, history_length),
+            _transformers_generate(model, tokenizer, temperature=temperature, seed=seed),
+            settings,
+            eos_token_ids=sorted(eos),
+        )
+        engine.system_prompt = system_prompt
+        for start in range(0, episodes, batch_size):
+            indices = list(range(start, min(episodes, start + batch_size)))
+            batch_tasks = [tasks[i % len(tasks)] for i in indices]
+            report.episodes += engine.run(batch_tasks, indices, indices)
+    finally:
+        pool.close()
+    return report
+
+
+def save_report(report: EvalReport, path: str | os.PathLike) -> None:
+    """Write the metrics and a per-episode summary as JSON."""
+    summary = {
+        "env": report.env_name,
+        "split": report.split,
+        "episodes": len(report.episodes),
+        "metrics": report.metrics,
+        "per_episode": [
+            {"task": e.task, "success": e.success, "return": e.env_return, "turns": len(e.turns), "ending": e.ending}
+            for e in report.episodes
+        ],
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2, default=str)

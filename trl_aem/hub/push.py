@@ -1,0 +1,230 @@
+"""Uploads that survive the Hub being down: retried with backoff in the background, reported, never fatal.
+
+``transformers.Trainer`` already pushes checkpoints asynchronously (``Trainer._push_from_checkpoint`` submits
+``hf_api().upload_folder(..., run_as_future=True)`` and moves on), but a failed future is never looked at and a
+failed blocking ``push_to_hub`` raises. :class:`ResilientHubApi` is the ``HfApi`` those calls go through in
+:class:`~trl_aem.AEMTrainer` (see :func:`trainer_hub_api`): every upload is retried with exponential backoff on
+the upload thread, a final failure becomes a warning and a counter instead of an exception, and a folder whose
+upload failed is uploaded again before the next one, so the Hub catches up once it answers again. Local files
+are only ever read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from huggingface_hub import HfApi, snapshot_download
+
+__all__ = ["PushStats", "ResilientHubApi", "download_checkpoint", "fetch_file", "trainer_hub_api"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PushStats:
+    """Counters of one trainer's uploads (cumulative; logged as ``hub/*``)."""
+
+    pushes: int = 0  # uploads that reached the Hub
+    retries: int = 0  # failed attempts that were retried
+    failures: int = 0  # uploads given up after every retry (their folder is queued for the next push)
+    last_error: str | None = None
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "hub/pushes": float(self.pushes),
+            "hub/push_retries": float(self.retries),
+            "hub/push_failures": float(self.failures),
+        }
+
+
+class ResilientHubApi(HfApi):
+    """``HfApi`` whose ``upload_folder`` never raises because the Hub is unreachable; it creates the repository
+    first when no earlier call did (the trainer's ``create_repo`` at start-up may have failed).
+
+    Args:
+        retries: attempts after the first one (each attempt already includes ``huggingface_hub``'s own
+            short retries of 5xx answers and connection errors).
+        backoff: seconds before the first retry, doubled for each further one.
+        sleep: how to wait (tests pass a fast one).
+        **kwargs: ``HfApi`` arguments (``endpoint``, ``token``, ...).
+    """
+
+    def __init__(
+        self, *, retries: int = 3, backoff: float = 10.0, sleep: Callable[[float], None] = time.sleep, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.retries, self.backoff, self.sleep = retries, backoff, sleep
+        self.stats = PushStats()
+        self._lock = threading.Lock()
+        self._created: set[str] = set()
+        # uploads that failed for good, replayed (if their folder still exists) before the next upload
+        self._failed: dict[tuple[str, str], dict[str, Any]] = {}
+        self._uploaded: set[tuple[str, str]] = set()  # (folder, path_in_repo) that reached the Hub
+
+    # ------------------------------------------------------------------ retry core
+    def _attempts(self, what: str, call: Callable[[], Any]) -> tuple[bool, Any]:
+        """Run ``call`` until it succeeds or the retries are spent; ``(ok, result_or_error)``."""
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return True, call()
+            except Exception as error:  # any failure of the Hub or the network: never the trainer's problem
+                if attempt == self.retries:
+                    return False, error
+                with self._lock:
+                    self.stats.retries += 1
+                logger.warning(
+                    "Hub: %s failed (%s: %s); retry %d/%d in %.1f s",
+                    what,
+                    type(error).__name__,
+                    error,
+                    attempt + 1,
+                    self.retries,
+                    delay,
+                )
+                self.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _ensure_repo(self, repo_id: str, token, private: bool | None) -> str:
+        if repo_id in self._created:
+            return repo_id
+        url = super().create_repo(repo_id, token=token, private=private, exist_ok=True)
+        self._created.add(url.repo_id)
+        return url.repo_id
+
+    def upload_folder(self, *, repo_id: str, folder_path: str | os.PathLike, run_as_future: bool = False, **kwargs):  # type: ignore[override]
+        """``HfApi.upload_folder`` that retries and, on final failure, warns, counts and queues the folder for
+        the next upload instead of raising. With ``run_as_future=True`` everything (retries and backoff
+        included) happens on the ``HfApi`` upload thread, in submission order."""
+        job = {"repo_id": repo_id, "folder_path": str(folder_path), **kwargs}
+        if run_as_future:
+            return self.run_as_future(self._upload_job, job)
+        return self._upload_job(job)
+
+    def _upload_job(self, job: dict[str, Any]):
+        with self._lock:
+            replay = [j for key, j in self._failed.items() if key != _job_key(job)]
+        for old in replay:  # an earlier folder that never reached the Hub (e.g. all_checkpoints' checkpoint-N)
+            if os.path.isdir(old["folder_path"]):
+                self._upload_once(old)
+            else:
+                with self._lock:
+                    self._failed.pop(_job_key(old), None)
+        return self._upload_once(job)
+
+    def _upload_once(self, job: dict[str, Any]):
+        job = dict(job)
+        repo_id, token, private = job.pop("repo_id"), job.get("token"), job.pop("private", None)
+        where = f"{job['folder_path']} -> {repo_id}/{job.get('path_in_repo') or ''}"
+
+        def call():
+            target = self._ensure_repo(repo_id, token, private)
+            return super(ResilientHubApi, self).upload_folder(repo_id=target, **job)
+
+        ok, result = self._attempts(f"upload of {where}", call)
+        key = _job_key({"repo_id": repo_id, **job})
+        with self._lock:
+            if ok:
+                self.stats.pushes += 1
+                self._failed.pop(key, None)
+                self._uploaded.add((os.path.abspath(job["folder_path"]), job.get("path_in_repo") or ""))
+            else:
+                self._failed[key] = {"repo_id": repo_id, "private": private, **job}
+        if ok:
+            return result
+        self._report(
+            f"upload of {where} failed; the local files are kept and will be pushed again with the next checkpoint",
+            result,
+        )
+        return None
+
+    def _report(self, message: str, error: BaseException) -> None:
+        with self._lock:
+            self.stats.failures += 1
+            self.stats.last_error = f"{type(error).__name__}: {error}"
+        warnings.warn(
+            f"Hub: {message} (after {self.retries + 1} attempts: {type(error).__name__}: {error})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    def was_uploaded(self, folder: str | os.PathLike, path_in_repo: str = "") -> bool:
+        """Whether an upload of ``folder`` to ``path_in_repo`` went through."""
+        with self._lock:
+            return (os.path.abspath(folder), path_in_repo) in self._uploaded
+
+    @property
+    def pending_failures(self) -> list[str]:
+        """Folders whose last upload failed and that are waiting for the next push."""
+        with self._lock:
+            return [job["folder_path"] for job in self._failed.values()]
+
+    def flush_failed(self) -> None:
+        """Retry every queued failed upload now (blocking)."""
+        with self._lock:
+            jobs = list(self._failed.values())
+        for job in jobs:
+            if os.path.isdir(job["folder_path"]):
+                self._upload_once(job)
+
+
+def _job_key(job: dict[str, Any]) -> tuple[str, str]:
+    return job["repo_id"], job.get("path_in_repo") or ""
+
+
+@contextlib.contextmanager
+def trainer_hub_api(api: HfApi) -> Iterator[None]:
+    """Make ``transformers.Trainer``'s Hub calls (``init_hf_repo``, ``_push_from_checkpoint``, ``push_to_hub``) go
+    through ``api``. They fetch their client with ``transformers.trainer.hf_api()`` at call time; only the main
+    thread calls them, and the uploads they submit keep the client they were given."""
+    import transformers.trainer as trainer_module
+
+    original = trainer_module.hf_api
+    trainer_module.hf_api = lambda: api
+    try:
+        yield
+    finally:
+        trainer_module.hf_api = original
+
+
+def download_checkpoint(
+    repo_id: str,
+    *,
+    subfolder: str = "last-checkpoint",
+    revision: str | None = None,
+    local_dir: str | os.PathLike | None = None,
+    token: str | None = None,
+) -> str:
+    """Download a checkpoint folder pushed with ``hub_strategy="checkpoint"`` (``last-checkpoint``) or
+    ``"all_checkpoints"`` (``checkpoint-N``) and return its local path, ready for
+    ``trainer.train(resume_from_checkpoint=path)``."""
+    root = snapshot_download(
+        repo_id, revision=revision, allow_patterns=[f"{subfolder}/*"], local_dir=local_dir, token=token
+    )
+    path = os.path.join(root, subfolder)
+    if not os.path.isfile(os.path.join(path, "trainer_state.json")):
+        raise FileNotFoundError(f"{repo_id} has no checkpoint in {subfolder}/ (no trainer_state.json there)")
+    return path
+
+
+def fetch_file(model: str, filename: str, revision: str | None = None, token: str | None = None) -> str | None:
+    """Local path of ``filename`` in a local model folder or a Hub repository (downloaded), ``None`` if absent."""
+    if os.path.isdir(model):
+        path = os.path.join(model, filename)
+        return path if os.path.isfile(path) else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return hf_hub_download(model, filename, revision=revision, token=token)
+    except EntryNotFoundError:
+        return None

@@ -1,0 +1,86 @@
+"""Write environment evaluation results into a model card on the Hub: its ``model-index`` and results table."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import EntryNotFoundError
+
+from .card import EVAL_MARKERS, eval_results_from_metrics
+
+__all__ = ["merge_eval_results", "update_eval_block", "push_eval_results"]
+
+_HEADER = [
+    "| Environment | Split | Episodes | Success rate | Return | Turns | Invalid-action rate | Date |",
+    "|---|---|---|---|---|---|---|---|",
+]
+
+
+def _key(result: EvalResult) -> tuple:
+    return result.task_type, result.dataset_type, result.dataset_split, result.metric_type
+
+
+def merge_eval_results(old: list[EvalResult] | None, new: list[EvalResult]) -> list[EvalResult]:
+    """``old`` with every metric that ``new`` measures again replaced (same task, environment, split, metric)."""
+    replaced = {_key(r) for r in new}
+    return [r for r in old or [] if _key(r) not in replaced] + list(new)
+
+
+def update_eval_block(text: str, row: str, env_name: str, split: str) -> str:
+    """Put ``row`` into the card's ``trl-aem eval`` table (between :data:`EVAL_MARKERS`), replacing the row of
+    the same environment and split; appends the block when the card has no markers."""
+    start, end = EVAL_MARKERS
+    if start not in text or end not in text:
+        text = text.rstrip("\n") + f"\n\n{start}\n{end}\n"
+    head, rest = text.split(start, 1)
+    block, tail = rest.split(end, 1)
+    prefix = f"| `{env_name}` | {split} |"
+    rows = [line for line in block.splitlines() if line.startswith("| `") and not line.startswith(prefix)]
+    rows.append(row)
+    new_block = "\n### Evaluations with `trl-aem eval`\n\n" + "\n".join(_HEADER + sorted(rows)) + "\n"
+    return f"{head}{start}{new_block}{end}{tail}"
+
+
+def push_eval_results(
+    repo_id: str,
+    metrics: dict[str, float],
+    *,
+    env_name: str,
+    split: str,
+    episodes: int,
+    token: str | None = None,
+    revision: str | None = None,
+) -> ModelCard:
+    """Merge one evaluation into the card of ``repo_id`` on the Hub (``model-index`` and the results table) and
+    push it. ``metrics`` holds ``success_rate``, ``return``, ``turns`` and ``invalid_rate``."""
+    try:
+        card = ModelCard.load(repo_id, token=token)
+    except EntryNotFoundError:  # a repository without a card: start a minimal one
+        card = ModelCard(f"---\n{ModelCardData(library_name='transformers').to_yaml()}\n---\n\n# {repo_id}\n")
+    data = card.data
+    if not getattr(data, "model_name", None):
+        data.model_name = repo_id.split("/")[-1]
+    data.eval_results = merge_eval_results(
+        data.eval_results, eval_results_from_metrics(metrics, env_name=env_name, split=split)
+    )
+    cells = [f"{metrics[k]:.3f}" if k in metrics else "-" for k in ("success_rate", "return", "turns", "invalid_rate")]
+    today = datetime.date.today().isoformat()
+    row = f"| `{env_name}` | {split} | {episodes} | " + " | ".join(cells) + f" | {today} |"
+    body = update_eval_block(card.text, row, env_name, split)
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{_strip_leading_newline(body)}")
+    # HfApi() rather than ModelCard.push_to_hub, which uses huggingface_hub's module-level client (its endpoint is
+    # fixed when huggingface_hub is imported)
+    HfApi(token=token).upload_file(
+        path_or_fileobj=str(card).encode("utf-8"),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        revision=revision,
+        commit_message=f"trl-aem eval: {env_name} ({split}, {episodes} episodes)",
+    )
+    return card
+
+
+def _strip_leading_newline(text: str) -> str:
+    return re.sub(r"^\n+", "\n", text)
