@@ -161,3 +161,19 @@ def test_bad_arguments_fail_clearly():
     with pytest.raises(RuntimeError, match="reset"):
         AlfWorldEnv().step("<action>look</action>")
     assert ENVIRONMENTS["alfworld"] and get_env("alfworld") is AlfWorldEnv
+
+
+def test_demonstrations_for_sft_in_both_modes():
+    from trl_aem.envs import collect_demonstrations
+
+    env = AlfWorldEnv(num_train_tasks=2, max_object_classes=3)
+    tasks = env.tasks("train")
+    trajectories = collect_demonstrations(lambda: AlfWorldEnv(max_object_classes=3), tasks)
+    steps = collect_demonstrations(lambda: AlfWorldEnv(max_object_classes=3), tasks, rollout_mode="step")
+    assert len(trajectories) == 2 and len(steps) == sum(
+        sum(m["role"] == "assistant" for m in row["messages"]) for row in trajectories
+    )
+    first = trajectories[0]["messages"]
+    assert first[0] == {"role": "system", "content": AlfWorldEnv.system_prompt}
+    assert first[1]["content"].startswith("-= Welcome to TextWorld, ALFRED! =-")
+    assert all(m["content"].startswith("<action>") for m in first if m["role"] == "assistant")
