@@ -37,10 +37,11 @@ from .sandbox import Sandbox, SandboxLimits
 
 __all__ = ["Mutant", "PROJECTS_DIR", "fingerprint", "mutants", "project_files", "projects", "validate", "run_tests"]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 PROJECTS_DIR = Path(__file__).parent / "projects"
 RUNNER = Path(__file__).parent / "runner.py"
 SHIPPED_CACHE = Path(__file__).parent / "offline_tasks.json"
+PER_TEST_SECONDS = 2.0  # a test of these projects takes milliseconds; longer means an endless loop
 
 _COMPARE_FLIPS = {
     ast.Lt: (ast.LtE, ast.Gt),
@@ -288,15 +289,22 @@ def test_ids(project: str) -> list[str]:
     return ids
 
 
-def run_tests(sandbox: Sandbox, ids: list[str], timeout: float) -> tuple[dict[str, dict], bool]:
+def run_tests(
+    sandbox: Sandbox, ids: list[str], timeout: float, per_test: float = PER_TEST_SECONDS
+) -> tuple[dict[str, dict], bool]:
     """Run test ``ids`` in ``sandbox``'s repo with the shipped runner; returns ({id: record}, timed_out).
-    Tests without a record (the run was cut) are reported as failed."""
+    A test longer than ``per_test`` seconds is reported with status ``timeout``; tests without a record
+    (the whole run was cut at ``timeout``) as ``error``."""
     harness = sandbox.private_dir(".harness")  # read-only for commands: the runner cannot be swapped
     with open(os.path.join(harness, "runner.py"), "w") as handle:
         handle.write(RUNNER.read_text())
     marker = f"@@trl-aem-{secrets.token_hex(8)}"
     # repeated ids are run once; the command line stays well under ARG_MAX for hundreds of tests
-    command = " ".join(["python", "-I", "-S", os.path.join(harness, "runner.py"), marker, *map(_quote, ids)])
+    # -I ignores PYTHONDONTWRITEBYTECODE: -B, and no stale bytecode, or a mutant written within the same
+    # second as the previous one (same size, same mtime) would run the previous one's cached code
+    _remove_bytecode(sandbox.repo)
+    runner = os.path.join(harness, "runner.py")
+    command = " ".join(["python", "-I", "-S", "-B", runner, marker, f"{per_test:g}", *map(_quote, ids)])
     result = sandbox.run(command, timeout=timeout, output_chars=1 << 22)
     records: dict[str, dict] = {}
     for line in result.output.splitlines():
@@ -320,6 +328,18 @@ def _quote(text: str) -> str:
     return shlex.quote(text)
 
 
+def _remove_bytecode(root: str) -> None:
+    import shutil
+
+    for parent, dirs, files in os.walk(root):  # does not follow symlinks
+        for name in dirs:
+            if name == "__pycache__":
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        for name in files:
+            if name.endswith(".pyc"):
+                os.unlink(os.path.join(parent, name))
+
+
 def _fresh_dir(path: str) -> None:
     """Replace whatever is at ``path`` (a directory, a file, a symlink planted by the agent) by an empty dir."""
     import shutil
@@ -336,13 +356,16 @@ def validate(
     project_names: list[str] | None = None,
     *,
     workers: int | None = None,
-    timeout: float = 3.0,
+    timeout: float = 60.0,
     allow_network: bool = False,
+    keys: set[str] | None = None,
 ) -> dict:
-    """Run every mutant's tests; return the cache document ``{"fingerprint", "projects": {name: {...}}}``."""
+    """Run every mutant's tests (or only those whose :attr:`Mutant.key` is in ``keys``); return the cache
+    document ``{"fingerprint", "projects": {name: {"tests", "mutants", "kept"}}}``."""
     names = project_names or projects()
     workers = workers or max(1, os.cpu_count() or 1)
-    limits = SandboxLimits(timeout=timeout, cpu_seconds=int(timeout) + 2, memory_bytes=1 << 30)
+    # a small address space: a mutant that grows a list forever fails fast with MemoryError (deterministically)
+    limits = SandboxLimits(timeout=timeout, cpu_seconds=int(timeout) + 2, memory_bytes=256 << 20)
     local = threading.local()  # one sandbox per (worker thread, project): files are rewritten, not copied
 
     def sandbox_for(project: str) -> Sandbox:
@@ -363,7 +386,7 @@ def validate(
             broken = [t for t, r in clean.items() if r["status"] != "passed"]
             if broken or timed_out:
                 raise RuntimeError(f"project {project}: the original suite does not pass: {broken}")
-            candidates = mutants(project)
+            candidates = [m for m in mutants(project) if keys is None or m.key in keys]
 
             def check(mutant: Mutant, ids=ids, project=project) -> dict | None:
                 # gold patch restores the original exactly (so the original's passing suite is the gold run)
@@ -379,8 +402,9 @@ def validate(
                     with open(path, "w") as handle:
                         handle.write(mutant.original)
                 failing = {t: r["message"] for t, r in records.items() if r["status"] != "passed"}
-                if timed_out or not failing or len(failing) == len(ids):
-                    return None  # a hang, a surviving mutant, or nothing left passing
+                hang = timed_out or any(r["status"] == "timeout" for r in records.values())
+                if hang or not failing or len(failing) == len(ids):
+                    return None  # an endless loop, a surviving mutant, or nothing left passing
                 return {"key": mutant.key, "fail": failing}  # passing: the project's other tests
 
             with ThreadPoolExecutor(workers) as pool:

@@ -1,18 +1,28 @@
 """Test runner copied into a sandbox to evaluate offline tasks (standard library only).
 
-    python -I -S runner.py MARKER [TEST_ID ...]     # run these tests
-    python -I -S runner.py MARKER --all             # run every test under tests/
+    python -I -S -B runner.py MARKER SECONDS [TEST_ID ...]     # run these tests
+    python -I -S -B runner.py MARKER SECONDS --all             # run every test under tests/
 
 Test ids are pytest-style node ids of unittest tests (``tests/test_core.py::TestClass::test_name``). One
-line per test, ``MARKER {"id": ..., "status": "passed" | "failed" | "error", "message": ...}``, printed as
-each test finishes, so a run cut by its timeout still reports the tests that finished. ``-I -S``: the
+line per test, ``MARKER {"id": ..., "status": "passed" | "failed" | "error" | "timeout", "message": ...}``,
+printed as each test finishes. A test running longer than SECONDS is interrupted (``SIGALRM``) and reported
+as ``timeout``, so one endless loop does not cost the other tests their result. ``-I -S``: the
 repository goes at the *end* of ``sys.path``, so files in it cannot shadow the standard library.
 """
 
 import json
 import os
+import signal
 import sys
 import unittest
+
+
+class _TestTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _TestTimeout("trl-aem: the test ran past its time limit")
 
 
 def _node_id(test: unittest.TestCase) -> str:
@@ -36,13 +46,17 @@ def _iterate(suite):
 
 
 def _message(error) -> str:
-    text = error[1]
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
+    """The exception line of a formatted traceback (``AssertionError: 3 != 4``), not its detail lines."""
+    lines = [line for line in error[1].strip().splitlines() if line.strip()]
+    for line in lines[1:]:
+        if not line[0].isspace():
+            return line[:300]
+    return lines[-1][:300] if lines else ""
 
 
 def main(argv: list[str]) -> int:
-    marker, ids = argv[0], argv[1:]
+    marker, seconds, ids = argv[0], float(argv[1]), argv[2:]
+    signal.signal(signal.SIGALRM, _alarm)
     sys.path.append(os.getcwd())
     loader = unittest.TestLoader()
     if ids == ["--all"]:
@@ -64,8 +78,16 @@ def main(argv: list[str]) -> int:
             record = {"id": node_id, "status": "error", "message": "could not load the test"}
         else:
             result = unittest.TestResult()
-            test.run(result)
-            if result.errors:
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+            try:
+                test.run(result)
+            except _TestTimeout as error:  # raised outside the test method (setUp/tearDown bookkeeping)
+                result.errors.append((test, f"_TestTimeout: {error}"))
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            if any("trl-aem: the test ran past its time limit" in text for _, text in result.errors):
+                record = {"id": node_id, "status": "timeout", "message": "the test ran past its time limit"}
+            elif result.errors:
                 record = {"id": node_id, "status": "error", "message": _message(result.errors[0])}
             elif result.failures:
                 record = {"id": node_id, "status": "failed", "message": _message(result.failures[0])}

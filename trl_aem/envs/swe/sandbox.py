@@ -172,9 +172,13 @@ def _remove(root: str) -> None:
 
 def _interpreter_dirs() -> list[str]:
     """Directories the Python interpreter needs (re-exposed read-only inside hidden directories)."""
+    import site
+
     dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
-    dirs.update(p for p in sys.path if p and os.path.isdir(p))
+    dirs.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))  # not the script's dir
+    if site.ENABLE_USER_SITE:
+        dirs.add(site.getusersitepackages())
     return sorted({os.path.realpath(d) for d in dirs if d and os.path.isdir(d)})
 
 
@@ -353,8 +357,12 @@ class Sandbox:
         rw_tmp = [d for d in ("/tmp", "/var/tmp", "/dev/shm") if os.path.isdir(d) and not os.path.islink(d)]
         ro_hide = [d for d in ("/run", os.path.expanduser("~"), *self._hide) if os.path.isdir(d)]
         ro_hide = [os.path.realpath(d) for d in ro_hide if os.path.realpath(d) != "/"]
+        # a directory inside another hidden one is hidden already (and its mount point would not exist)
+        ro_hide = [d for d in dict.fromkeys(ro_hide) if not any(h != d and _under(d, h) for h in rw_tmp + ro_hide)]
         hidden = rw_tmp + ro_hide
-        keep = [d for d in _interpreter_dirs() if any(_under(d, h) for h in ro_hide)]
+        keep = [
+            d for d in _interpreter_dirs() if any(_under(d, h) and d != h for h in hidden) and not _under(sandbox, d)
+        ]
         keep = [d for d in keep if not any(k != d and _under(d, k) for k in keep)]
         stage = next(d for d in ("/mnt", "/media", "/srv", "/opt", "/boot") if os.path.isdir(d))
         lines = [

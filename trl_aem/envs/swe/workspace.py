@@ -113,12 +113,9 @@ class LocalWorkspace:
         # the parent never runs git in the repo afterwards (an agent-written .git/config could run hooks).
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.sandbox.home, **_GIT_IDENTITY}
         env["GIT_CONFIG_NOSYSTEM"] = "1"
-        for argv in (
-            ["git", "init", "-q", "-b", "main"],
-            ["git", "add", "-A"],
-            ["git", "commit", "-q", "-m", "base"],
-        ):
-            subprocess.run(argv, cwd=repo, env=env, check=True, capture_output=True, timeout=60)
+        git = ["git", "-c", "safe.directory=*"]  # the files already belong to the sandbox's uid
+        for argv in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "base"]):
+            subprocess.run(git + argv, cwd=repo, env=env, check=True, capture_output=True, timeout=60)
         self.sandbox.chown(self.sandbox.repo)
 
     # ------------------------------------------------------------------ the agent's tools

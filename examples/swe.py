@@ -1,0 +1,76 @@
+"""Train a software-engineering agent with AEM: it edits a repository and is rewarded by the tests.
+
+    accelerate launch examples/swe.py --config examples/configs/swe_cpu.yaml        # CPU, offline, minutes
+    accelerate launch --config_file examples/accelerate_configs/deepspeed_zero3.yaml \\
+        examples/swe.py --config examples/configs/swe_paper.yaml                      # DeepSWE recipe + AEM
+    python examples/swe.py --config examples/configs/swe_cpu.yaml --use_aem false    # GRPO control arm
+
+Tasks: by default the offline SWE-smith-style bugs shipped with trl_aem (local namespace sandbox, no
+Docker); ``--dataset`` names a Hub dataset or a local .json/.jsonl/.parquet file of real SWE-bench-style
+instances, run in their Docker images. Every AEMConfig field can be set in the YAML or on the command line.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+
+from trl import TrlParser
+
+from trl_aem import AEMConfig, AEMTrainer
+from trl_aem.envs import SWEEnv
+
+
+@dataclass
+class SWEArguments:
+    model_name_or_path: str = field(default="tiny", metadata={"help": "Hub id / path, or 'tiny' (offline)."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "Real instances (Hub name or local file); default: offline tasks."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Dataset split for training (real instances)."})
+    eval_split: str = field(default="test", metadata={"help": "Dataset split for evaluation (real instances)."})
+    backend: str = field(default="auto", metadata={"help": "'auto', 'local' (offline tasks) or 'docker'."})
+    num_train_tasks: int | None = field(default=None, metadata={"help": "Use only the first N training tasks."})
+    num_eval_tasks: int | None = field(default=None, metadata={"help": "Use only the first N evaluation tasks."})
+    command_timeout: float = field(default=30.0, metadata={"help": "Seconds per agent command."})
+    eval_timeout: float = field(default=120.0, metadata={"help": "Seconds for the final test run."})
+    output_chars: int = field(default=4000, metadata={"help": "Observations are truncated to this many characters."})
+    task_seed: int = field(default=0, metadata={"help": "Seed of the offline train/eval partition."})
+
+
+def main() -> None:
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    args, config = TrlParser((SWEArguments, AEMConfig)).parse_args_and_config()
+    # max_steps = max_turns: an episode that never submits is still judged on its final state
+    env = functools.partial(
+        SWEEnv,
+        dataset=args.dataset,
+        dataset_splits={"train": args.train_split, "eval": args.eval_split},
+        backend=args.backend,
+        max_steps=config.max_turns,
+        seed=args.task_seed,
+        num_train_tasks=args.num_train_tasks,
+        num_eval_tasks=args.num_eval_tasks,
+        command_timeout=args.command_timeout,
+        eval_timeout=args.eval_timeout,
+        output_chars=args.output_chars,
+    )
+    model, tokenizer = args.model_name_or_path, None
+    if model == "tiny":
+        from trl_aem.tiny import DEFAULT_CORPUS, build_model, build_tokenizer
+
+        probe = env()
+        # a tokenizer that knows this environment's text keeps the prompts inside the tiny model's context
+        corpus = [*DEFAULT_CORPUS, probe.system_prompt, *(t["problem_statement"] for t in probe.tasks("train")[:20])]
+        tokenizer = build_tokenizer(corpus, vocab_size=1024)
+        model = build_model(tokenizer, seed=config.seed, max_position_embeddings=4096)
+    trainer = AEMTrainer(model, env, config, processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model(config.output_dir)
+    if config.push_to_hub:
+        trainer.push_to_hub()
+
+
+if __name__ == "__main__":
+    main()

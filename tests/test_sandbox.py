@@ -1,0 +1,294 @@
+"""The SWE sandbox contains what model-written commands try: network, writes outside, secrets, fork and
+memory bombs, endless loops, gigantic output, escaping paths; and it always cleans up."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from trl_aem.envs.swe import sandbox as sandbox_module
+from trl_aem.envs.swe.patch import PatchError, check_patch_paths
+from trl_aem.envs.swe.sandbox import PathEscape, Sandbox, SandboxLimits, SandboxUnavailable, isolation
+
+
+def make(tmp_path=None, **limits) -> Sandbox:
+    return Sandbox(None, limits=SandboxLimits(**{"timeout": 20, **limits}))
+
+
+def processes_of(uid: int | None, wait: float = 5.0) -> list[int]:
+    """Pids of live (not zombie) processes whose real uid is ``uid``, after giving the kernel up to ``wait``
+    seconds to finish killing a namespace."""
+    if uid is None:  # user-namespace mode: no uid of its own to look for
+        return []
+    deadline = time.monotonic() + wait
+    while True:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/status") as handle:
+                    fields = dict(line.split(":", 1) for line in handle if ":" in line)
+            except OSError:
+                continue
+            if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
+                pids.append(int(entry))
+        if not pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.1)
+
+
+def test_isolation_is_available_here():
+    # PLATFORM.md: unshare works on this machine, so every test below runs the real jail
+    mode, reason = isolation()
+    assert mode in ("root", "userns"), reason
+
+
+def test_network_is_cut():
+    with make() as box:
+        script = textwrap.dedent(
+            """
+            import socket
+            for host, port in (("1.1.1.1", 80), ("8.8.8.8", 53)):
+                try:
+                    socket.create_connection((host, port), timeout=3)
+                    print("CONNECTED", host)
+                except OSError as error:
+                    print("refused", host, error.errno)
+            try:
+                socket.getaddrinfo("pypi.org", 443)
+                print("RESOLVED")
+            except OSError:
+                print("no dns")
+            """
+        )
+        box.write_text("net.py", script)
+        result = box.run("python net.py")
+        assert result.exit_code == 0, result.output
+        assert "CONNECTED" not in result.output and "RESOLVED" not in result.output
+        assert result.output.count("refused") == 2 and "no dns" in result.output
+        # only a loopback interface, and it is down
+        assert box.run("cat /proc/net/dev").output.count(":") == 1
+
+
+def test_writes_outside_the_sandbox_fail(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = outside / "pwned"
+    with make() as box:
+        command = "; ".join(
+            [
+                f"echo x > {target} && echo WROTE1",
+                "echo x > /etc/trl-aem-pwned && echo WROTE2",
+                f"echo x > {box.root}/pwned && echo WROTE3",
+                f"mkdir {box.root}/.harness-evil && echo WROTE4",
+                f"mv {box.root}/repo {box.root}/moved && echo WROTE5",
+                f"echo x > {os.path.expanduser('~')}/trl-aem-pwned && echo WROTE6",
+                "mount -o remount,rw / && echo REMOUNTED",
+                "umount /tmp && echo UNMOUNTED",
+                "echo x > /tmp/trl-aem-private && echo tmp-ok",
+                "echo inside > inside.txt && echo repo-ok",
+                "echo h > $HOME/h && echo home-ok",
+            ]
+        )
+        result = box.run(command)
+        for marker in ("WROTE", "REMOUNTED", "UNMOUNTED"):
+            assert marker not in result.output, result.output
+        assert "repo-ok" in result.output and "home-ok" in result.output and "tmp-ok" in result.output
+        assert not target.exists() and not os.path.exists("/etc/trl-aem-pwned")
+        assert not os.path.exists(os.path.join(box.root, "pwned"))
+        assert not os.path.exists(os.path.expanduser("~/trl-aem-pwned"))
+        # /tmp inside is private (a tmpfs of the namespace): nothing lands in the host's /tmp
+        assert not os.path.exists("/tmp/trl-aem-private")
+        assert box.read_text("inside.txt") == "inside\n"
+
+
+def test_secrets_do_not_leak(monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    (home / ".cache" / "huggingface").mkdir(parents=True)
+    (home / ".cache" / "huggingface" / "token").write_text("hf_file_secret")
+    monkeypatch.setenv("HOME", str(home))  # the parent's home directory is hidden from commands
+    monkeypatch.setenv("HF_TOKEN", "hf_env_secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws_secret")
+    with make() as box:
+        result = box.run(
+            "env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'; "
+            f"cat {home}/.cache/huggingface/token; ls -a {home}; "
+            f"cat /proc/{os.getpid()}/environ; ps -e -o pid= | wc -l"
+        )
+        for secret in ("hf_env_secret", "aws_secret", "hf_file_secret", "HF_TOKEN", "AWS_SECRET"):
+            assert secret not in result.output, result.output
+        # the command sees only its own processes (a new PID namespace): not the trainer's environ
+        assert int(result.output.strip().splitlines()[-1]) < 10
+    assert set(box.environment()) >= {"PATH", "HOME", "TMPDIR", "LANG"}
+    assert "HF_TOKEN" not in box.environment()
+
+
+def test_fork_bomb_is_contained():
+    with make(timeout=4, processes=64) as box:
+        # the classic one: its first process returns at once, and the namespace dies with it
+        started = time.monotonic()
+        result = box.run(":(){ :|:& };:")
+        assert time.monotonic() - started < 10
+        assert processes_of(box.uid) == []
+        # one that keeps its namespace alive: it runs into the process limit, then the timeout kills it all
+        result = box.run("bomb(){ bomb | bomb & }; bomb; sleep 30; echo survived")
+        assert result.timed_out and "survived" not in result.output
+        assert "Resource temporarily unavailable" in result.output
+        assert processes_of(box.uid) == []
+    assert subprocess.run(["true"]).returncode == 0  # the machine still forks
+
+
+def test_memory_bomb_is_contained():
+    with make(memory_bytes=512 << 20) as box:
+        result = box.run("python -c 'x = bytearray(4 << 30)'")
+        assert result.exit_code != 0 and "MemoryError" in result.output
+        result = box.run("python -c $'a = []\\nwhile True: a.append(bytearray(1 << 20))'")
+        assert result.exit_code != 0 and "MemoryError" in result.output and not result.timed_out
+
+
+def test_endless_loop_is_killed_with_everything_it_started():
+    with make(timeout=2) as box:
+        started = time.monotonic()
+        result = box.run("sleep 1000 & while true; do :; done")
+        assert result.timed_out and result.exit_code is None
+        assert time.monotonic() - started < 6
+        assert "no result within 2 seconds" in result.output
+        assert processes_of(box.uid) == []
+        # a background process does not outlive its command (the PID namespace ends with it)
+        result = box.run("(setsid sleep 1000 &) ; echo started")
+        assert result.exit_code == 0 and "started" in result.output
+        assert processes_of(box.uid) == []
+
+
+def test_cpu_and_file_size_limits():
+    with make(cpu_seconds=1, timeout=20, file_bytes=1 << 20) as box:
+        started = time.monotonic()
+        result = box.run("python -c 'while True: pass'")
+        assert not result.timed_out and result.exit_code != 0 and time.monotonic() - started < 10
+        result = box.run("head -c 5000000 /dev/zero > big; echo status=$?")
+        assert "status=0" not in result.output
+        assert os.path.getsize(os.path.join(box.repo, "big")) <= 1 << 20
+
+
+def test_gigantic_output_is_truncated_and_capped():
+    with make(output_chars=2000, kill_output_bytes=4 << 20, timeout=30) as box:
+        result = box.run("yes 'all work and no play'")
+        assert result.killed_reason == "output" and not result.timed_out
+        assert "truncated" in result.output and len(result.output) < 3000
+        result = box.run("head -c 100000 /dev/zero | tr '\\0' a; echo; echo END")
+        assert result.exit_code == 0 and result.output_truncated
+        assert result.output.rstrip().endswith("END") and "truncated" in result.output and len(result.output) < 2200
+
+
+def test_file_tools_refuse_paths_out_of_the_repo(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    with make() as box:
+        box.write_text("pkg/mod.py", "x = 1\n")
+        assert box.read_text("pkg/mod.py") == "x = 1\n"
+        os.symlink(secret, os.path.join(box.repo, "link"))
+        os.symlink(tmp_path, os.path.join(box.repo, "dirlink"))
+        for path in ("../outside", "/etc/passwd", str(secret), "link", "dirlink/secret.txt", "pkg/../../x", ""):
+            with pytest.raises(PathEscape):
+                box.read_text(path)
+            with pytest.raises(PathEscape):
+                box.write_text(path, "pwned")
+        assert secret.read_text() == "top secret"
+
+
+def test_patch_paths_escaping_the_repo_are_rejected():
+    for path in ("../evil.py", "/etc/passwd", "a/../../evil.py", "~/.bashrc"):
+        patch = f"--- a/{path}\n+++ b/{path}\n@@ -0,0 +1 @@\n+pwned\n".replace("a//", "/").replace("b//", "/")
+        with pytest.raises(PatchError):
+            check_patch_paths(patch)
+    with pytest.raises(PatchError):
+        check_patch_paths("diff --git a/x b/../../y\nrename from x\nrename to ../../y\n")
+    assert check_patch_paths("--- a/pkg/m.py\n+++ b/pkg/m.py\n@@ -1 +1 @@\n-a\n+b\n") == ["pkg/m.py"]
+
+
+def test_git_apply_inside_the_jail_cannot_write_outside(tmp_path):
+    # even a patch that slipped past the path check is applied by git inside the jail
+    with make() as box:
+        box.write_text("a.txt", "a\n")
+        patch_dir = box.private_dir(".patch")
+        for name, target in (("root", f"{box.root}/pwned"), ("tmp", f"{tmp_path}/pwned")):
+            escape = f"--- /dev/null\n+++ b/../../../../../../..{target}\n@@ -0,0 +1 @@\n+pwned\n"
+            with open(os.path.join(patch_dir, f"{name}.patch"), "w") as handle:
+                handle.write(escape)
+        # the sandbox root is read-only inside the jail: git fails
+        result = box.run(f"git apply --unsafe-paths {patch_dir}/root.patch; echo rc=$?")
+        assert "rc=0" not in result.output and not os.path.exists(f"{box.root}/pwned")
+        # the host's /tmp is replaced by a private tmpfs: git "succeeds" there, and nothing reaches the host
+        box.run(f"git apply --unsafe-paths {patch_dir}/tmp.patch")
+        assert not (tmp_path / "pwned").exists()
+
+
+def test_cleanup_on_close_gc_and_after_a_crash(tmp_path):
+    box = make()
+    root = box.root
+    box.run("echo x > file")
+    box.close()
+    assert not os.path.exists(root) and box.closed
+    box = make()
+    root = box.root
+    del box
+    assert not os.path.exists(root)
+    # a process killed with SIGKILL leaves its directory behind; the next process sweeps it
+    base = tmp_path / "base"
+    base.mkdir()
+    code = (
+        "import os, signal\n"
+        "from trl_aem.envs.swe.sandbox import Sandbox\n"
+        f"box = Sandbox(None, base_dir={str(base)!r})\n"
+        "print(box.root, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    orphan = proc.stdout.strip()
+    assert os.path.isdir(orphan)
+    sandbox_module._swept = False
+    survivor = Sandbox(None, base_dir=str(base))
+    try:
+        assert not os.path.exists(orphan) and os.path.isdir(survivor.root)
+    finally:
+        survivor.close()
+
+
+def test_refuses_without_namespaces_unless_opted_out(monkeypatch):
+    monkeypatch.setattr(sandbox_module, "isolation", lambda: (None, "user namespaces are disabled"))
+    monkeypatch.setenv("HF_TOKEN", "hf_env_secret")
+    with pytest.raises(SandboxUnavailable, match="allow_network=True"):
+        Sandbox(None)
+    with Sandbox(None, allow_network=True, limits=SandboxLimits(timeout=5)) as box:
+        result = box.run("env; echo ok")
+        assert "ok" in result.output and "hf_env_secret" not in result.output
+        assert box.run("sleep 30").timed_out
+
+
+def test_commands_in_different_sandboxes_run_concurrently():
+    boxes = [make() for _ in range(4)]
+    try:
+        results = [None] * len(boxes)
+
+        def work(i):
+            results[i] = boxes[i].run("sleep 1.5; echo done")
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(boxes))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        assert all(r.exit_code == 0 and "done" in r.output for r in results)
+        assert elapsed < 4.5, elapsed  # 4 x 1.5 s serialized would be 6 s
+    finally:
+        for box in boxes:
+            box.close()
