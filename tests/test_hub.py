@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from trl_aem.cli import main
 from trl_aem.envs import get_env
 from trl_aem.hub import download_checkpoint
 
+from .conftest import length_reward
 from .hub_server import HubServer
 
 REPO = "tester/keyword-aem"
@@ -193,6 +196,31 @@ def test_eval_cli_pushes_results_into_the_model_index(hub, pushed, capsys):
         main(["eval", "--model", pushed.args.output_dir, "--episodes", "1", "--push-results"])
 
 
+def test_eval_cli_local_model_user_env_and_trained_settings(pushed, tmp_path, capsys):
+    output = tmp_path / "results.json"
+    main(["eval", "--model", pushed.args.output_dir, "--env", "tests.envs:FixedTurnsEnv", "--episodes", "3"])
+    main(["eval", "--model", pushed.args.output_dir, "--episodes", "3", "--output", str(output)])
+    summary = json.loads(output.read_text())
+    assert summary["env"] == "keyword" and summary["episodes"] == 3  # env and settings from aem_env.json
+    assert all(1 <= e["turns"] <= 2 for e in summary["per_episode"])  # max_turns=2 as in training
+    assert "`fixedturns`" in capsys.readouterr().out
+
+
+def test_single_turn_card_with_local_base_license_and_dataset(model_path, make_config, prompt_dataset, tmp_path):
+    Path(model_path, "README.md").write_text("---\nlicense: mit\n---\n# tiny base\n")
+    config = make_config(max_steps=2, hub_model_id="tester/digits-aem")
+    trainer = AEMTrainer(model_path, config=config, train_dataset=prompt_dataset, reward_funcs=length_reward)
+    trainer.train()
+    trainer.create_model_card(dataset_name="trl-lib/digits", tags=["math"])
+    card = ModelCard.load(Path(config.output_dir, "README.md"))
+    data = card.data.to_dict()
+    assert data["license"] == "mit" and "base_model" not in data  # license of the local base; no local path
+    assert data["datasets"] == ["trl-lib/digits"] and "math" in data["tags"] and "agent" not in data["tags"]
+    assert "model-index" not in data  # no evaluation yet
+    assert "None" not in card.content and "| Reward | Reward std |" in card.text and "trl-aem eval" not in card.text
+    assert Path(config.output_dir, "training_curves.png").exists()
+
+
 class _Faults(TrainerCallback):
     """Break the Hub while training: 500s from step 1 on, the port closed from step 2 on."""
 
@@ -273,7 +301,9 @@ def test_peft_adapter_card_merged_model_and_all_checkpoints(hub, model_path, tok
     assert "base_model" not in card.data.to_dict()  # trained from a local path
 
     merged_card = ModelCard.load("tester/keyword-lora-merged")
-    assert merged_card.data.library_name == "transformers" and "merged into its weights" in " ".join(merged_card.text.split())
+    assert merged_card.data.library_name == "transformers" and "merged into its weights" in " ".join(
+        merged_card.text.split()
+    )
     merged = AutoModelForCausalLM.from_pretrained("tester/keyword-lora-merged")
     reference = trainer.model.merge_and_unload()
     assert all(torch.allclose(v, reference.state_dict()[k], atol=1e-6) for k, v in merged.state_dict().items())

@@ -531,7 +531,8 @@ def write_model_card(
     except Exception as error:  # a plotting problem must not cost a checkpoint
         logger.warning("model card: could not draw the training curves (%s: %s)", type(error).__name__, error)
     if context["env"]:
-        settings = {"env": context["env"]["name"], "env_spec": context["env"]["spec"], **context["rollout"]}
+        rollout = {("rollout_mode" if key == "mode" else key): value for key, value in context["rollout"].items()}
+        settings = {"env": context["env"]["name"], "env_spec": context["env"]["spec"], **rollout}
         settings["temperature"] = trainer.args.temperature
         with open(os.path.join(folder, ENV_SETTINGS_FILE), "w", encoding="utf-8") as f:
             json.dump(settings, f, indent=2)
