@@ -78,6 +78,7 @@ def _config(tmp_path, name: str, **overrides) -> AEMConfig:
         hub_model_id=f"tester/{name}",
         hub_push_retries=1,
         hub_push_backoff=0.01,
+        gradient_checkpointing=False,
     )
     params.update(overrides)
     return AEMConfig(**params)
@@ -313,3 +314,17 @@ def test_peft_adapter_card_merged_model_and_all_checkpoints(hub, model_path, tok
     policy, policy_tokenizer = load_policy("tester/keyword-lora")  # adapter detected, base from its config
     report = evaluate(policy, policy_tokenizer, get_env("keyword"), episodes=2, max_turns=2, max_turn_tokens=8)
     assert len(report.episodes) == 2 and 0.0 <= report.metrics["success_rate"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("hub_push_retries", -1),
+        ("hub_push_retries", 1.5),
+        ("hub_push_backoff", float("inf")),
+        ("push_merged_model", 1),
+    ],
+)
+def test_hub_config_fields_are_validated(tmp_path, field, value):
+    with pytest.raises(ValueError, match=field):
+        AEMConfig(output_dir=str(tmp_path), use_cpu=True, **{field: value})
