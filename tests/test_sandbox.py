@@ -1,10 +1,13 @@
 """The SWE sandbox contains what model-written commands try: network, writes outside, secrets, fork and
 memory bombs, endless loops, gigantic output, escaping paths; and it always cleans up."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -292,3 +295,51 @@ def test_commands_in_different_sandboxes_run_concurrently():
     finally:
         for box in boxes:
             box.close()
+
+
+USERNS_PROBE = """
+import importlib.util, json, os, sys
+spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
+sandbox = sys.modules["sandbox"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sandbox)  # only the standard library: no trl_aem / torch import as nobody
+os.environ["HF_TOKEN"] = "hf_env_secret"
+with sandbox.Sandbox(None, limits=sandbox.SandboxLimits(timeout=4, processes=64)) as box:
+    out = {"mode": box.mode, "uid": os.getuid()}
+    out["write"] = box.run("echo hi > x && cat x; echo y > /etc/pwned; echo $?").output
+    out["env"] = box.run("env; cat /proc/*/environ").output
+    out["net"] = box.run("bash -c 'echo > /dev/tcp/1.1.1.1/80' 2>&1; echo rc=$?").output
+    out["bomb"] = box.run("bomb(){ bomb | bomb & }; bomb; sleep 30").killed_reason
+print(json.dumps(out))
+"""
+
+
+def test_unprivileged_user_namespace_mode():
+    """The jail as an ordinary user builds (``unshare --user``): run it as ``nobody`` when we are root."""
+    if os.geteuid() != 0:  # then every test above already ran in user-namespace mode
+        assert isolation()[0] == "userns"
+        return
+    python = next(p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK))
+    workdir = tempfile.mkdtemp(prefix="trl-aem-userns-test-")  # pytest's tmp_path is private to root
+    try:
+        os.chmod(workdir, 0o755)
+        probe = os.path.join(workdir, "probe.py")
+        with open(probe, "w") as handle:
+            handle.write(USERNS_PROBE)
+        os.chmod(probe, 0o644)
+        proc = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, probe, sandbox_module.__file__],
+            env={"PATH": "/usr/bin:/bin", "HOME": workdir},
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["mode"] == "userns" and out["uid"] == 65534
+    assert out["write"].startswith("hi\n") and "Read-only file system" in out["write"]
+    assert "hf_env_secret" not in out["env"] and "HF_TOKEN" not in out["env"]
+    assert "rc=0" not in out["net"] and "unreachable" in out["net"]
+    assert out["bomb"] == "timeout"

@@ -1,0 +1,426 @@
+"""SWEEnv: offline tasks (generator, schema, splits), the expert solves them, talk earns nothing, tools,
+real-task loading, the Docker back end's commands, concurrency through the EnvPool, the CPU example."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+
+from trl_aem.envs import ENVIRONMENTS, EnvCall, EnvPool, SWEEnv, get_env
+from trl_aem.envs.swe import SCHEMA, generator, load_tasks, normalize_task, offline_tasks, parse_action
+from trl_aem.envs.swe import docker as swe_docker
+from trl_aem.envs.swe.patch import apply_patch
+from trl_aem.envs.swe.workspace import LocalWorkspace
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tool(name: str, **params) -> str:
+    body = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in params.items())
+    return f"I will call {name}.\n<function={name}>\n{body}</function>"
+
+
+def sample_tasks(n: int, seed: int = 0) -> list[dict]:
+    tasks = offline_tasks("train") + offline_tasks("eval")
+    by_project: dict[str, list] = {}
+    for task in tasks:
+        by_project.setdefault(task["project"], []).append(task)
+    rng = random.Random(seed)
+    per = max(1, n // len(by_project))
+    return [t for name in sorted(by_project) for t in rng.sample(by_project[name], per)]
+
+
+# ---------------------------------------------------------------------------- tasks
+def test_generator_produces_hundreds_of_distinct_valid_tasks():
+    train, evaluation = offline_tasks("train"), offline_tasks("eval")
+    ids = [t["instance_id"] for t in train + evaluation]
+    assert len(ids) == len(set(ids)) >= 300
+    assert len({t["bug_patch"] for t in train + evaluation}) == len(ids)  # distinct bugs, not just names
+    assert {t["project"] for t in train + evaluation} == set(generator.projects()) and len(generator.projects()) >= 3
+    for project in generator.projects():
+        assert 10 <= len(generator.test_ids(project)) <= 30
+    kinds = {t["mutation"] for t in train + evaluation}
+    assert kinds >= {"flip_comparison", "off_by_one", "wrong_operator", "removed_branch", "swapped_arguments"}
+
+
+def test_splits_are_disjoint_seeded_and_deterministic():
+    train, evaluation = offline_tasks("train", seed=0), offline_tasks("eval", seed=0)
+    assert not {t["instance_id"] for t in train} & {t["instance_id"] for t in evaluation}
+    assert not {t["bug_patch"] for t in train} & {t["bug_patch"] for t in evaluation}
+    assert len(evaluation) == round(0.2 * (len(train) + len(evaluation)))
+    assert offline_tasks("train", seed=0) == train  # same seed, same tasks in the same order
+    other = offline_tasks("eval", seed=1)
+    assert {t["instance_id"] for t in other} != {t["instance_id"] for t in evaluation}
+    # the enumeration of bugs itself is deterministic
+    assert [m.key for m in generator.mutants("numkit")] == [m.key for m in generator.mutants("numkit")]
+    with pytest.raises(ValueError):
+        offline_tasks("validation")
+
+
+def test_tasks_follow_the_swe_bench_schema():
+    for task in offline_tasks("eval"):
+        for key in SCHEMA:
+            assert key in task, key
+        assert task["FAIL_TO_PASS"] and task["PASS_TO_PASS"]
+        assert not set(task["FAIL_TO_PASS"]) & set(task["PASS_TO_PASS"])
+        assert len(task["base_commit"]) == 40 and task["repo"] == f"trl-aem/{task['project']}"
+        assert all(test.split("::")[-1] in task["problem_statement"] for test in task["FAIL_TO_PASS"][:5])
+        # the gold patch undoes the injected bug exactly
+        files = generator.project_files(task["project"])
+        (path,) = {p for p in apply_patch(files, task["bug_patch"])}
+        buggy = apply_patch(files, task["bug_patch"])[path]
+        assert buggy != files[path]
+        assert apply_patch({path: buggy}, task["patch"])[path] == files[path]
+
+
+def test_shipped_cache_matches_the_projects_and_a_rerun():
+    document = json.loads(generator.SHIPPED_CACHE.read_text())
+    assert document["fingerprint"] == generator.fingerprint()  # a fresh clone does not re-validate
+    # re-validate a sample (some kept, some rejected) for real: the same verdicts
+    kept = {entry["key"]: entry for entry in document["projects"]["shopcart"]["kept"]}
+    all_keys = [m.key for m in generator.mutants("shopcart")]
+    rng = random.Random(0)
+    sample = set(rng.sample(sorted(kept), 6)) | set(rng.sample([k for k in all_keys if k not in kept], 4))
+    fresh = generator.validate(["shopcart"], keys=sample)["projects"]["shopcart"]["kept"]
+    assert {e["key"]: e["fail"] for e in fresh} == {k: kept[k]["fail"] for k in sample if k in kept}
+
+
+# ---------------------------------------------------------------------------- episodes
+def play_expert(env: SWEEnv, task: dict):
+    env.reset(task)
+    for _ in range(5):
+        result = env.step(env.expert_action())
+        if result.done:
+            return result
+    raise AssertionError("the expert did not finish")
+
+
+def test_expert_solves_every_sampled_task():
+    env = SWEEnv()
+    try:
+        for task in sample_tasks(12):
+            result = play_expert(env, task)
+            assert result.reward == 1.0 and result.info["success"], (task["instance_id"], result.observation)
+            assert result.info["tests_failed"] == 0
+            assert result.info["tests_passed"] == len(task["FAIL_TO_PASS"]) + len(task["PASS_TO_PASS"])
+            assert env.expert_action() is None
+    finally:
+        env.close()
+
+
+def test_an_agent_that_only_talks_gets_nothing():
+    env = SWEEnv(max_steps=4)
+    try:
+        for task in sample_tasks(4, seed=1):
+            env.reset(task)
+            for turn in range(4):
+                result = env.step("I think the bug is in the loop. Let me fix it by being careful.")
+                assert result.info["invalid"] and result.reward == 0.0
+                assert result.done == (turn == 3)
+            assert result.info["ended_by"] == "max_steps" and not result.info["success"]
+            assert result.info["fail_to_pass_passed"] < result.info["fail_to_pass_total"]
+        # submitting without a fix is not rewarded either
+        env.reset(sample_tasks(4, seed=1)[0])
+        result = env.step(tool("submit"))
+        assert result.done and result.reward == 0.0 and result.info["ended_by"] == "submit"
+    finally:
+        env.close()
+
+
+def test_the_turn_limit_judges_the_final_state():
+    env = SWEEnv(max_steps=1)
+    try:
+        task = sample_tasks(4, seed=2)[0]
+        env.reset(task)
+        result = env.step(env.expert_action())  # applies the fix; the budget is spent: evaluated anyway
+        assert result.done and result.reward == 1.0 and result.info["ended_by"] == "max_steps"
+    finally:
+        env.close()
+
+
+def test_tools_and_observations():
+    env = SWEEnv(output_chars=600)
+    try:
+        task = next(t for t in offline_tasks("eval") if t["project"] == "textkit")
+        first = env.reset(task)
+        assert "<issue>" in first and "textkit/core.py" in first and task["FAIL_TO_PASS"][0] in first
+        assert "<function=TOOL_NAME>" in env.system_prompt and "submit" in env.system_prompt
+        result = env.step(tool("view", path="textkit/core.py", view_range="1 3"))
+        assert not result.info["invalid"] and result.observation.splitlines()[0].strip().startswith("1\t")
+        assert len(result.observation.splitlines()) == 3
+        result = env.step(tool("view", path="textkit/core.py"))
+        assert "truncated" in result.observation and len(result.observation) < 800
+        result = env.step(tool("bash", command="python -c 'print(40 + 2)'; exit 3"))
+        assert "42" in result.observation and "[exit code: 3]" in result.observation and not result.info["invalid"]
+        result = env.step(tool("bash", command="yes | head -c 100000"))
+        assert "truncated" in result.observation and len(result.observation) < 800
+        result = env.step(tool("str_replace", path="textkit/core.py", old_str="def ", new_str="def  "))
+        assert result.info["invalid"] and "occurs" in result.observation  # not unique
+        result = env.step(tool("str_replace", path="textkit/core.py", old_str="def slugify(", new_str="def slugify2("))
+        assert not result.info["invalid"] and "slugify2" in env.workspace.read_text("textkit/core.py")
+        result = env.step(tool("create", path="notes/todo.txt", file_text="  indented\n"))
+        assert not result.info["invalid"] and env.workspace.read_text("notes/todo.txt") == "  indented\n"
+        assert env.step(tool("create", path="notes/todo.txt", file_text="x")).info["invalid"]  # exists
+        for bad in (
+            tool("view", path="../../etc/passwd"),
+            tool("view", path="/etc/passwd"),
+            tool("create", path="../escape.txt", file_text="x"),
+            tool("apply_patch", patch="--- a/../escape.py\n+++ b/../escape.py\n@@ -0,0 +1 @@\n+x\n"),
+            tool("frobnicate", path="x"),
+            tool("str_replace", path="textkit/core.py"),
+            "no tool call at all",
+        ):
+            result = env.step(bad)
+            assert result.info["invalid"] and not result.done, bad
+        assert not os.path.exists(os.path.join(os.path.dirname(env.workspace.sandbox.repo), "escape.txt"))
+        # the agent's commands cannot read the trainer's secrets
+        os.environ["HF_TOKEN"] = "hf_swe_secret"
+        try:
+            result = env.step(tool("bash", command="env; cat /proc/*/environ | tr '\\0' '\\n'"))
+            assert "hf_swe_secret" not in result.observation
+        finally:
+            del os.environ["HF_TOKEN"]
+    finally:
+        env.close()
+
+
+def test_editing_the_tests_does_not_help():
+    env = SWEEnv()
+    try:
+        task = sample_tasks(4, seed=3)[0]
+        env.reset(task)
+        path = task["FAIL_TO_PASS"][0].split("::")[0]
+        neutered = "import unittest\n\nclass T(unittest.TestCase):\n    def test_ok(self):\n        pass\n"
+        env.step(tool("bash", command=f"for f in tests/test_*.py; do printf '%s' {json.dumps(neutered)} > $f; done"))
+        assert "test_ok" in env.workspace.read_text(path)
+        result = env.step(tool("submit"))
+        assert result.done and result.reward == 0.0  # the tests were restored before the final run
+    finally:
+        env.close()
+
+
+def test_parse_action():
+    action = parse_action("<function=bash>\n<parameter=command>\n  ls -la\n</parameter>\n</function>")
+    assert action.name == "bash" and action.params == {"command": "  ls -la"}
+    last = parse_action(tool("view", path="a.py") + "\n" + tool("submit"))
+    assert last.name == "submit"
+    assert parse_action("<function=submit>").name == "submit"  # cut by the token limit
+    assert isinstance(parse_action("<function=view></function>"), str)
+    assert isinstance(parse_action("<action>bash: ls</action>"), str)
+
+
+def test_registered_and_in_the_contract():
+    assert ENVIRONMENTS["swe"] == "trl_aem.envs.swe:SWEEnv" and get_env("swe") is SWEEnv
+    env = SWEEnv()
+    assert callable(env.tasks) and callable(env.expert_action) and isinstance(env.system_prompt, str)
+
+
+def test_episodes_run_concurrently_in_the_env_pool():
+    tasks = sample_tasks(4, seed=4)
+    pool = EnvPool(SWEEnv, worker_type="thread", max_workers=4, timeout=120)
+    try:
+        outcomes = pool.run([EnvCall(k, "reset", t) for k, t in enumerate(tasks)])
+        assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+        started = time.monotonic()
+        outcomes = pool.run([EnvCall(k, "step", tool("bash", command="sleep 2; echo slept")) for k in range(4)])
+        elapsed = time.monotonic() - started
+        assert all(o.ok and "slept" in o.value.observation for o in outcomes)
+        assert elapsed < 6.0, elapsed  # serialized: 8 s
+        # every slot fixes its bug and submits, in parallel, through the pool's workers
+        fixes = [tool("apply_patch", patch=task["patch"]) for task in tasks]
+        outcomes = pool.run([EnvCall(k, "step", fix) for k, fix in enumerate(fixes)])
+        assert all(o.ok and not o.value.info["invalid"] for o in outcomes), [o.value.observation for o in outcomes]
+        outcomes = pool.run([EnvCall(k, "step", tool("submit")) for k in range(4)])
+        assert all(o.ok and o.value.done and o.value.reward == 1.0 for o in outcomes)
+    finally:
+        pool.close()
+
+
+def test_local_backend_refuses_real_instances():
+    real = normalize_task(
+        {
+            "instance_id": "astropy__astropy-12907",
+            "repo": "astropy/astropy",
+            "problem_statement": "x",
+            "patch": "--- a/x\n+++ b/x\n",
+            "FAIL_TO_PASS": '["t1"]',
+            "PASS_TO_PASS": "[]",
+        }
+    )
+    with pytest.raises(ValueError, match="docker"):
+        LocalWorkspace(real)
+
+
+# ---------------------------------------------------------------------------- real tasks
+def write_instances(path, rows):
+    with open(path, "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+
+
+def real_rows():
+    return [
+        {
+            "instance_id": "django__django-11099",
+            "repo": "django/django",
+            "base_commit": "d26b2424437dabeeca94d7900b37d2df4410da0c",
+            "problem_statement": "UsernameValidator allows trailing newline in usernames",
+            "patch": "diff --git a/django/contrib/auth/validators.py b/django/contrib/auth/validators.py\n",
+            "test_patch": "diff --git a/tests/auth_tests/test_validators.py b/tests/auth_tests/test_validators.py\n"
+            "--- a/tests/auth_tests/test_validators.py\n+++ b/tests/auth_tests/test_validators.py\n",
+            "FAIL_TO_PASS": json.dumps(["test_ascii_validator (auth_tests.test_validators.UsernameValidatorsTests)"]),
+            "PASS_TO_PASS": json.dumps(["test_help_text (auth_tests.test_validators.UserAttributeSimilarityTests)"]),
+            "version": "3.0",
+        },
+        {
+            "instance_id": "psf__requests-2317",
+            "repo": "psf/requests",
+            "base_commit": "091991be0da19de9108dbe5e3752917fea3d7fdc",
+            "problem_statement": "method = builtin_str(method) problem",
+            "patch": "diff --git a/requests/sessions.py b/requests/sessions.py\n",
+            "test_patch": "",
+            "FAIL_TO_PASS": json.dumps(["test_requests.py::RequestsTestCase::test_HTTP_200_OK_GET_ALTERNATIVE"]),
+            "PASS_TO_PASS": json.dumps([]),
+            "version": "2.4",
+        },
+    ]
+
+
+def test_real_tasks_load_from_a_local_jsonl_file(tmp_path):
+    path = tmp_path / "instances.jsonl"
+    write_instances(path, real_rows())
+    tasks = load_tasks(str(path))
+    assert [t["instance_id"] for t in tasks] == ["django__django-11099", "psf__requests-2317"]
+    assert tasks[0]["FAIL_TO_PASS"] == ["test_ascii_validator (auth_tests.test_validators.UsernameValidatorsTests)"]
+    assert tasks[1]["PASS_TO_PASS"] == [] and tasks[0]["version"] == "3.0"
+    assert load_tasks(str(path), limit=1)[0]["instance_id"] == "django__django-11099"
+    env = SWEEnv(dataset=str(path), dataset_splits={"train": "test", "eval": "test"}, num_eval_tasks=1)
+    assert [t["instance_id"] for t in env.tasks("eval")] == ["django__django-11099"]
+    broken = tmp_path / "broken.jsonl"
+    write_instances(broken, [{**real_rows()[0], "FAIL_TO_PASS": "[]"}])
+    with pytest.raises(ValueError, match="FAIL_TO_PASS"):
+        load_tasks(str(broken))
+
+
+# ---------------------------------------------------------------------------- Docker back end (no daemon)
+class FakeDocker:
+    """Records every command; answers like a daemon that has the image."""
+
+    def __init__(self, outputs=None, daemon=True):
+        self.calls, self.outputs, self.daemon = [], outputs or {}, daemon
+
+    def __call__(self, argv, input=None, capture_output=True, text=True, timeout=None):
+        self.calls.append((argv, input))
+        if argv[1] == "info":
+            code = 0 if self.daemon else 1
+            return subprocess.CompletedProcess(argv, code, "27.0" if self.daemon else "", "" if self.daemon else "x")
+        for needle, output in self.outputs.items():
+            if needle in " ".join(argv):
+                return subprocess.CompletedProcess(argv, 0, output, "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+
+def test_docker_command_construction():
+    task = normalize_task(real_rows()[0])
+    assert swe_docker.image_for(task) == "swebench/sweb.eval.x86_64.django_1776_django-11099:latest"
+    assert swe_docker.image_for({**task, "docker_image": "namanjain12/orange3_final:abc"}) == (
+        "namanjain12/orange3_final:abc"
+    )
+    limits = swe_docker.DockerLimits(memory="4g", pids=256, cpus=1.5)
+    argv = swe_docker.run_argv("img:1", "box", limits)
+    joined = " ".join(argv)
+    for part in ("--network none", "--memory 4g", "--memory-swap 4g", "--pids-limit 256", "--cpus 1.5"):
+        assert part in joined, part
+    assert "--cap-drop ALL" in joined and "no-new-privileges" in joined and argv[-3:] == ["img:1", "sleep", "infinity"]
+    argv = swe_docker.exec_argv("box", "pytest -q", 30)
+    assert argv[:2] == ["docker", "exec"] and "timeout" in argv and argv[-3:] == ["bash", "-c", "pytest -q"]
+    assert swe_docker.remove_argv("box") == ["docker", "rm", "--force", "box"]
+
+
+def test_docker_workspace_with_a_fake_daemon():
+    task = normalize_task(real_rows()[0])
+    log = (
+        "test_ascii_validator (auth_tests.test_validators.UsernameValidatorsTests) ... ok\n"
+        "test_help_text (auth_tests.test_validators.UserAttributeSimilarityTests) ... FAIL\n"
+    )
+    fake = FakeDocker({"runtests": log})
+    workspace = swe_docker.DockerWorkspace({**task, "test_cmd": "./tests/runtests.py --verbosity 2"}, runner=fake)
+    run = fake.calls[1][0]
+    assert run[:2] == ["docker", "run"] and "swebench/sweb.eval.x86_64.django_1776_django-11099:latest" in run
+    workspace.run("ls")
+    assert fake.calls[-1][0][:2] == ["docker", "exec"] and fake.calls[-1][0][-1] == "ls"
+    with pytest.raises(swe_docker.PathEscape):
+        workspace.read_text("../../etc/passwd")
+    script = workspace.evaluation_script()
+    assert "git checkout d26b2424437dabeeca94d7900b37d2df4410da0c -- tests/auth_tests/test_validators.py" in script
+    assert "git apply" in script and script.endswith("./tests/runtests.py --verbosity 2")
+    report = workspace.evaluate()
+    assert report.fail_to_pass == task["FAIL_TO_PASS"] and not report.resolved and report.tests_failed == 1
+    # the test patch went into the container on stdin
+    assert any(inp == task["test_patch"] for _, inp in fake.calls)
+    workspace.close()
+    assert fake.calls[-1][0] == ["docker", "rm", "--force", workspace.name]
+    # default test command: pytest on the test patch's files
+    requests_task = normalize_task({**real_rows()[0], "test_cmd": None})
+    assert "python -m pytest -rA" in swe_docker.DockerWorkspace(requests_task, runner=FakeDocker()).test_command()
+
+
+def test_docker_parses_pytest_and_unittest_logs():
+    log = (
+        "PASSED tests/test_a.py::test_one\nFAILED tests/test_a.py::test_two - AssertionError\n"
+        "ERROR tests/test_b.py::test_three\n"
+        "test_x (pkg.tests.T) ... ok\ntest_y (pkg.tests.T) ... ERROR\n"
+    )
+    assert swe_docker.parse_test_output(log) == {
+        "tests/test_a.py::test_one": "passed",
+        "tests/test_a.py::test_two": "failed",
+        "tests/test_b.py::test_three": "error",
+        "test_x (pkg.tests.T)": "passed",
+        "test_y (pkg.tests.T)": "failed",
+    }
+
+
+def test_docker_without_a_daemon_is_a_clear_error(monkeypatch):
+    task = normalize_task(real_rows()[0])
+    with pytest.raises(swe_docker.DockerUnavailable, match="no Docker daemon answers"):
+        swe_docker.DockerWorkspace(task, runner=FakeDocker(daemon=False))
+    with pytest.raises(swe_docker.DockerUnavailable, match="not installed"):
+        swe_docker.check_daemon("trl-aem-no-such-docker")
+    # through the environment: a real instance needs Docker, and says so
+    monkeypatch.setattr(swe_docker.shutil, "which", lambda name: None)
+    with pytest.raises(swe_docker.DockerUnavailable, match="backend='local'"):
+        SWEEnv().reset(real_rows()[0])
+
+
+# ---------------------------------------------------------------------------- the example
+def test_swe_example_runs_with_accelerate_on_cpu(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    proc = subprocess.run(
+        [
+            launcher,
+            "launch",
+            "--cpu",
+            "--num_processes",
+            "1",
+            "examples/swe.py",
+            "--config",
+            "examples/configs/swe_cpu.yaml",
+            "--max_steps",
+            "1",
+            "--output_dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "env/success_rate" in out and "'env/errors': '0'" in out and (tmp_path / "model.safetensors").exists()
