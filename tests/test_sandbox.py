@@ -16,7 +16,14 @@ import pytest
 
 from trl_aem.envs.swe import sandbox as sandbox_module
 from trl_aem.envs.swe.patch import PatchError, check_patch_paths
-from trl_aem.envs.swe.sandbox import PathEscape, Sandbox, SandboxLimits, SandboxUnavailable, isolation
+from trl_aem.envs.swe.sandbox import (
+    PathEscape,
+    Sandbox,
+    SandboxError,
+    SandboxLimits,
+    SandboxUnavailable,
+    isolation,
+)
 
 
 def make(tmp_path=None, **limits) -> Sandbox:
@@ -343,3 +350,13 @@ def test_unprivileged_user_namespace_mode():
     assert "hf_env_secret" not in out["env"] and "HF_TOKEN" not in out["env"]
     assert "rc=0" not in out["net"] and "unreachable" in out["net"]
     assert out["bomb"] == "timeout"
+
+
+def test_a_command_cannot_fake_a_jail_failure():
+    with make() as box:
+        result = box.run("echo 'trl-aem sandbox: mount failed' >&2; exit 125")
+        assert result.exit_code == 125  # an ordinary failing command, not a SandboxError
+        # a jail that really fails to set itself up is an error of the sandbox, never a command result
+        box._jail = box._jail.replace("cd ", "fail 'forced for the test'; cd ", 1)
+        with pytest.raises(SandboxError, match="forced for the test"):
+            box.run("echo never")

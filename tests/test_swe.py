@@ -424,3 +424,33 @@ def test_swe_example_runs_with_accelerate_on_cpu(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "env/success_rate" in out and "'env/errors': '0'" in out and (tmp_path / "model.safetensors").exists()
+
+
+def test_paper_config_is_the_deepswe_recipe_with_aem():
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    try:
+        import swe as example
+    finally:
+        sys.path.pop(0)
+    from trl import TrlParser
+
+    from trl_aem import AEMConfig
+
+    path = os.path.join(ROOT, "examples", "configs", "swe_paper.yaml")
+    # bf16 needs a GPU: the rest of the recipe is checked on this CPU machine as written
+    args, config = TrlParser((example.SWEArguments, AEMConfig)).parse_args_and_config(
+        args=["--config", path, "--bf16", "false", "--use_cpu", "true"]
+    )
+    assert args.model_name_or_path == "Qwen/Qwen3-32B" and config.use_aem
+    assert config.scale_rewards == "none" and config.epsilon_high == 0.28 and config.beta == 0.0
+    assert config.mask_truncated_completions and config.use_vllm and config.vllm_mode == "server"
+    assert config.max_completion_length >= 32768 and config.max_turns >= 50
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    kinds = {}
+    for name in ("ddp", "deepspeed_zero3", "fsdp2"):
+        cluster = ClusterConfig.from_yaml_file(os.path.join(ROOT, "examples", "accelerate_configs", f"{name}.yaml"))
+        kinds[name] = (str(cluster.distributed_type), cluster.deepspeed_config or cluster.fsdp_config)
+    assert kinds["ddp"][0].endswith("MULTI_GPU")
+    assert kinds["deepspeed_zero3"][0].endswith("DEEPSPEED") and kinds["deepspeed_zero3"][1]["zero_stage"] == 3
+    assert kinds["fsdp2"][0].endswith("FSDP") and kinds["fsdp2"][1]["fsdp_version"] == 2

@@ -35,6 +35,7 @@ import glob
 import os
 import random
 import re
+import secrets
 import select
 import shlex
 import shutil
@@ -243,6 +244,7 @@ class Sandbox:
             self.chown(directory)
         self._hide = tuple(hide)
         self._extra_env = dict(env or {})
+        self._nonce = secrets.token_hex(8)
         self._jail = self._jail_script() if self.mode is not None else None
 
     # ------------------------------------------------------------------ lifecycle
@@ -367,7 +369,7 @@ class Sandbox:
         stage = next(d for d in ("/mnt", "/media", "/srv", "/opt", "/boot") if os.path.isdir(d))
         lines = [
             "set -e",
-            f'fail() {{ echo "trl-aem sandbox: $*" >&2; exit {_JAIL_FAILED}; }}',
+            f'fail() {{ echo "trl-aem sandbox {self._nonce}: $*" >&2; exit {_JAIL_FAILED}; }}',
             "mount --make-rprivate / || fail 'make-rprivate'",
             # 1. park what must stay visible (the sandbox, the interpreter) on a staging tmpfs
             f"mount -t tmpfs -o mode=700,size=16k trl-aem-stage {q(stage)} || fail 'stage'",
@@ -487,7 +489,9 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 self._kill(proc)
                 exit_code = proc.wait()
-        if exit_code == _JAIL_FAILED and b"trl-aem sandbox:" in head:
+        # the nonce is known to the jail script only (gone after its exec): a command cannot fake a jail
+        # failure to turn its episode into an unscored fault
+        if exit_code == _JAIL_FAILED and f"trl-aem sandbox {self._nonce}:".encode() in head:
             raise SandboxError(f"the sandbox could not set itself up: {head.decode(errors='replace').strip()}")
         skipped = total - len(head) - len(tail)
         text = head.decode("utf-8", errors="replace")
