@@ -1,8 +1,9 @@
 """Train a software-engineering agent with AEM: it edits a repository and is rewarded by the tests.
 
-    accelerate launch examples/swe.py --config examples/configs/swe_cpu.yaml        # CPU, offline, minutes
-    accelerate launch --config_file examples/accelerate_configs/deepspeed_zero3.yaml \\
-        examples/swe.py --config examples/configs/swe_paper.yaml                      # DeepSWE recipe + AEM
+    accelerate launch examples/swe.py                                               # CPU, offline, minutes
+    accelerate launch examples/swe.py --config examples/configs/swe_cpu.yaml        # the same, explicitly
+    accelerate launch --config_file examples/accelerate_configs/zero3.yaml \\
+        examples/swe.py --config examples/configs/swe.yaml                      # DeepSWE recipe + AEM
     python examples/swe.py --config examples/configs/swe_cpu.yaml --use_aem false    # GRPO control arm
 
 Tasks: by default the offline SWE-smith-style bugs shipped with trl_aem (local namespace sandbox, no
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from dataclasses import dataclass, field
 
 from trl import TrlParser
@@ -41,6 +43,12 @@ class SWEArguments:
 
 def main() -> None:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    if not any(a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
+        # no config: the CPU-sized offline run (AEMConfig's bare defaults would train for epochs)
+        sys.argv[1:1] = [
+            "--config",
+            os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "swe_cpu.yaml"),
+        ]
     args, config = TrlParser((SWEArguments, AEMConfig)).parse_args_and_config()
     # max_steps = max_turns: an episode that never submits is still judged on its final state
     env = functools.partial(

@@ -407,9 +407,7 @@ def test_swe_example_runs_with_accelerate_on_cpu(tmp_path):
             "--cpu",
             "--num_processes",
             "1",
-            "examples/swe.py",
-            "--config",
-            "examples/configs/swe_cpu.yaml",
+            "examples/swe.py",  # no --config: the CPU-sized offline run
             "--max_steps",
             "1",
             "--output_dir",
@@ -436,7 +434,7 @@ def test_paper_config_is_the_deepswe_recipe_with_aem():
 
     from trl_aem import AEMConfig
 
-    path = os.path.join(ROOT, "examples", "configs", "swe_paper.yaml")
+    path = os.path.join(ROOT, "examples", "configs", "swe.yaml")
     # bf16 needs a GPU: the rest of the recipe is checked on this CPU machine as written
     args, config = TrlParser((example.SWEArguments, AEMConfig)).parse_args_and_config(
         args=["--config", path, "--bf16", "false", "--use_cpu", "true"]
@@ -448,9 +446,9 @@ def test_paper_config_is_the_deepswe_recipe_with_aem():
     from accelerate.commands.config.config_args import ClusterConfig
 
     kinds = {}
-    for name in ("ddp", "deepspeed_zero3", "fsdp2"):
+    for name in ("ddp", "zero3", "fsdp2"):
         cluster = ClusterConfig.from_yaml_file(os.path.join(ROOT, "examples", "accelerate_configs", f"{name}.yaml"))
         kinds[name] = (str(cluster.distributed_type), cluster.deepspeed_config or cluster.fsdp_config)
     assert kinds["ddp"][0].endswith("MULTI_GPU")
-    assert kinds["deepspeed_zero3"][0].endswith("DEEPSPEED") and kinds["deepspeed_zero3"][1]["zero_stage"] == 3
+    assert kinds["zero3"][0].endswith("DEEPSPEED") and kinds["zero3"][1]["zero_stage"] == 3
     assert kinds["fsdp2"][0].endswith("FSDP") and kinds["fsdp2"][1]["fsdp_version"] == 2
