@@ -189,6 +189,20 @@ def test_evaluate_runs_eval_episodes(make_model, tokenizer, env_config):
         assert key in metrics, key
 
 
+@pytest.mark.parametrize("mode", ["trajectory", "step"])
+def test_training_steps_after_an_evaluation_are_logged_as_training(make_model, tokenizer, env_config, mode):
+    # regression: step mode once generated the step after an evaluation with the model in eval mode, so that
+    # step's episodes were logged (and sized) as an eval batch and the train curve lost a point
+    config = env_config(
+        rollout_mode=mode, max_steps=3, logging_steps=1, eval_strategy="steps", eval_steps=1, num_generations_eval=2
+    )
+    trainer = AEMTrainer(make_model(), SpreadEnv, config, processing_class=tokenizer)
+    trainer.train()
+    train_steps = [log["step"] for log in trainer.state.log_history if "env/success_rate" in log]
+    eval_steps = [log["step"] for log in trainer.state.log_history if "eval_env/success_rate" in log]
+    assert train_steps == [1, 2, 3] and eval_steps == [1, 2, 3]
+
+
 def test_env_errors_are_clear(make_model, tokenizer, env_config):
     with pytest.raises(TypeError, match="zero-argument callable"):
         AEMTrainer(make_model(), "alfworld", env_config(), processing_class=tokenizer)

@@ -407,6 +407,11 @@ class EnvTrainingMixin:
         if getattr(self, "env_factory", None) is None or self.args.rollout_mode != "step":
             return super().training_step(model, inputs, num_items_in_batch)
         started = time.perf_counter()
+        # as Trainer.training_step does before preparing inputs: after an evaluation the model is still in
+        # eval mode, and generation would otherwise run (and log) as an eval batch
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
         rows = inputs["completion_ids"].size(0)
         local = max(1, math.ceil(rows / self.args.per_device_train_batch_size))
