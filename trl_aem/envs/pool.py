@@ -352,5 +352,8 @@ class EnvPool:
         self._workers.clear()
 
     def __del__(self):
-        with contextlib.suppress(Exception):
+        # plain try/except: at interpreter exit module globals such as `contextlib` may already be gone
+        try:  # noqa: SIM105
             self.close()
+        except Exception:
+            pass
