@@ -23,7 +23,7 @@ from trl import TrlParser  # noqa: E402
 
 from trl_aem import AEMConfig, AEMTrainer  # noqa: E402
 from trl_aem.envs import AlfWorldEnv  # noqa: E402
-from trl_aem.recipes import load_policy, sft_cold_start  # noqa: E402
+from trl_aem.recipes import make_policy, sft_cold_start  # noqa: E402
 
 
 @dataclass
@@ -61,7 +61,7 @@ def main() -> None:
         num_eval_tasks=script_args.num_eval_tasks,
         **kwargs,
     )
-    model, tokenizer = load_policy(script_args.model_name_or_path, seed=config.seed)
+    model, tokenizer = make_policy(script_args.model_name_or_path, seed=config.seed)
     if script_args.sft_demonstrations:
         model, tokenizer = sft_cold_start(model, tokenizer, env, config, script_args.sft_demonstrations)
     trainer = AEMTrainer(model, env, config, processing_class=tokenizer)

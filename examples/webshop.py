@@ -17,7 +17,7 @@ from trl import TrlParser
 
 from trl_aem import AEMConfig, AEMTrainer
 from trl_aem.envs import WebShopEnv
-from trl_aem.recipes import load_policy, sft_cold_start
+from trl_aem.recipes import make_policy, sft_cold_start
 
 
 @dataclass
@@ -40,7 +40,7 @@ def main() -> None:
         reward=script_args.reward,
         success_reward=script_args.success_reward,
     )
-    model, tokenizer = load_policy(script_args.model_name_or_path, seed=config.seed)
+    model, tokenizer = make_policy(script_args.model_name_or_path, seed=config.seed)
     if script_args.sft_demonstrations:
         model, tokenizer = sft_cold_start(model, tokenizer, env, config, script_args.sft_demonstrations)
     trainer = AEMTrainer(model, env, config, processing_class=tokenizer)

@@ -7,10 +7,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["load_policy", "sft_cold_start"]
+__all__ = ["make_policy", "sft_cold_start"]
 
 
-def load_policy(model_name_or_path: str, seed: int = 0) -> tuple[Any, Any]:
+def make_policy(model_name_or_path: str, seed: int = 0) -> tuple[Any, Any]:
     """``(model, tokenizer)`` for ``AEMTrainer``: ``"tiny"`` builds a small model offline
     (:mod:`trl_aem.tiny`); anything else is passed on as a Hub id or path (tokenizer ``None``: the trainer
     loads it)."""
