@@ -21,9 +21,9 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 from trl import TrlParser  # noqa: E402
 
-from trl_aem import AEMConfig, AEMTrainer  # noqa: E402
+from trl_aem import AEMConfig  # noqa: E402
 from trl_aem.envs import AlfWorldEnv  # noqa: E402
-from trl_aem.recipes import make_policy, sft_cold_start  # noqa: E402
+from trl_aem.recipes import make_policy, sft_cold_start, train_and_save  # noqa: E402
 
 
 @dataclass
@@ -64,11 +64,7 @@ def main() -> None:
     model, tokenizer = make_policy(script_args.model_name_or_path, seed=config.seed)
     if script_args.sft_demonstrations:
         model, tokenizer = sft_cold_start(model, tokenizer, env, config, script_args.sft_demonstrations)
-    trainer = AEMTrainer(model, env, config, processing_class=tokenizer)
-    trainer.train()
-    trainer.save_model(config.output_dir)
-    if config.push_to_hub:
-        trainer.push_to_hub()
+    train_and_save(model, env, config, tokenizer)
 
 
 if __name__ == "__main__":

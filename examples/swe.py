@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from trl_aem import AEMConfig, AEMTrainer
+from trl_aem import AEMConfig
 from trl_aem.envs import SWEEnv
+from trl_aem.recipes import train_and_save
 
 
 @dataclass
@@ -73,11 +74,7 @@ def main() -> None:
         corpus = [*DEFAULT_CORPUS, probe.system_prompt, *(t["problem_statement"] for t in probe.tasks("train")[:20])]
         tokenizer = build_tokenizer(corpus, vocab_size=1024)
         model = build_model(tokenizer, seed=config.seed, max_position_embeddings=4096)
-    trainer = AEMTrainer(model, env, config, processing_class=tokenizer)
-    trainer.train()
-    trainer.save_model(config.output_dir)
-    if config.push_to_hub:
-        trainer.push_to_hub()
+    train_and_save(model, env, config, tokenizer)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from trl_aem import AEMConfig, AEMTrainer
+from trl_aem import AEMConfig
 from trl_aem.envs import WebShopEnv
-from trl_aem.recipes import make_policy, sft_cold_start
+from trl_aem.recipes import make_policy, sft_cold_start, train_and_save
 
 
 @dataclass
@@ -43,11 +43,7 @@ def main() -> None:
     model, tokenizer = make_policy(script_args.model_name_or_path, seed=config.seed)
     if script_args.sft_demonstrations:
         model, tokenizer = sft_cold_start(model, tokenizer, env, config, script_args.sft_demonstrations)
-    trainer = AEMTrainer(model, env, config, processing_class=tokenizer)
-    trainer.train()
-    trainer.save_model(config.output_dir)
-    if config.push_to_hub:
-        trainer.push_to_hub()
+    train_and_save(model, env, config, tokenizer)
 
 
 if __name__ == "__main__":

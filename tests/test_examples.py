@@ -22,11 +22,12 @@ def test_quickstart(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["step", "trajectory"])
-def test_webshop_cpu_config(tmp_path, mode):
+@pytest.mark.parametrize("name", ["webshop", "alfworld"])
+def test_paper_env_cpu_configs_train_in_both_modes(tmp_path, name, mode):
     out = run(
-        "examples/webshop.py",
+        f"examples/{name}.py",
         "--config",
-        "examples/configs/webshop_cpu.yaml",
+        f"examples/configs/{name}_cpu.yaml",
         "--max_steps",
         "1",
         "--output_dir",
@@ -34,24 +35,6 @@ def test_webshop_cpu_config(tmp_path, mode):
         "--rollout_mode",
         mode,
         "--max_turns",
-        "4",
-    )
-    assert "env/success_rate" in out and (tmp_path / "model.safetensors").exists()
-
-
-@pytest.mark.parametrize("mode", ["step", "trajectory"])
-def test_alfworld_cpu_config(tmp_path, mode):
-    out = run(
-        "examples/alfworld.py",
-        "--config",
-        "examples/configs/alfworld_cpu.yaml",
-        "--max_steps",
-        "1",
-        "--output_dir",
-        str(tmp_path),
-        "--rollout_mode",
-        mode,
-        "--max_turns",
-        "2",
+        "2" if name == "alfworld" else "4",
     )
     assert "env/success_rate" in out and "'env/errors': '0'" in out and (tmp_path / "model.safetensors").exists()

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["make_policy", "sft_cold_start"]
+__all__ = ["make_policy", "sft_cold_start", "train_and_save"]
 
 
 def make_policy(model_name_or_path: str, seed: int = 0) -> tuple[Any, Any]:
@@ -55,3 +55,16 @@ def sft_cold_start(
     )
     sft.train()
     return sft.model, sft.processing_class
+
+
+def train_and_save(model: Any, env_factory: Callable[[], Any], config: Any, tokenizer: Any = None):
+    """Train ``AEMTrainer`` on the environment, save the final model (and card) to ``output_dir`` and, with
+    ``push_to_hub=True``, push it; returns the trainer."""
+    from .trainer import AEMTrainer
+
+    trainer = AEMTrainer(model, env_factory, config, processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model(config.output_dir)
+    if config.push_to_hub:
+        trainer.push_to_hub()
+    return trainer
