@@ -177,3 +177,22 @@ def test_demonstrations_for_sft_in_both_modes():
     assert first[0] == {"role": "system", "content": AlfWorldEnv.system_prompt}
     assert first[1]["content"].startswith("-= Welcome to TextWorld, ALFRED! =-")
     assert all(m["content"].startswith("<action>") for m in first if m["role"] == "assistant")
+
+
+def test_group_of_episodes_on_one_game_share_the_translation_not_the_state():
+    """The G episodes of a GRPO group play one game: Fast Downward translates it once (cached), yet every
+    episode has its own state; Fast Downward's overwrite of sys.argv does not leak out."""
+    import sys
+
+    argv = list(sys.argv)
+    task = AlfWorldEnv(num_train_tasks=1, max_object_classes=3).tasks("train")[0]
+    first, second = AlfWorldEnv(), AlfWorldEnv()
+    first.reset(task)
+    second.reset(task)
+    assert sys.argv == argv
+    target = next(a for a in first.admissible_actions() if a.startswith("go to "))
+    assert "You arrive at" in first.step(f"<action>{target}</action>").observation
+    assert first.step("<action>look</action>").observation.startswith("You are facing the")
+    assert second.step("<action>look</action>").observation.startswith("You are in the middle of a room")
+    success, _, invalid = play_expert(second, task)
+    assert success and not any(invalid)

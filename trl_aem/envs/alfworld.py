@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from .alfworld_expert import WorldView, next_command
@@ -41,9 +43,46 @@ SYSTEM_PROMPT = (
 _REAL_SPLIT_DIRS = {"train": "train", "eval_in_distribution": "valid_seen", "eval_out_of_distribution": "valid_unseen"}
 _HIDDEN_COMMANDS = {"help"}  # verl-agent drops it from the admissible list
 # TextWorld parses the domain and grammar with tatsu on every load, and that parser is not thread-safe
-# (concurrent loads fail inside tatsu). Loads in one process take turns; process workers
-# (env_worker_type="process") load in parallel.
+# (concurrent loads fail inside tatsu); Fast Downward's translator also mutates process globals (its
+# `options` module, `sys.stdout` while it runs, and `sys.argv`, which it never restores). Loads in one
+# process take turns; process workers (env_worker_type="process") load in parallel.
 _LOAD_LOCK = threading.Lock()
+
+
+class _TranslationCache:
+    """A stand-in for the ``fast_downward`` module inside TextWorld's PDDL logic whose ``pddl2sas`` remembers
+    its last ``size`` results (a pure function of domain, problem and ``optimize``).
+
+    The G episodes of a GRPO group play the same game, and every ``PddlState`` translates its problem twice
+    (``textworld/envs/pddl/logic/__init__.py``: ``fast_downward.pddl2sas(...)`` plain and ``optimize=True``),
+    so without it a group repeats the same ~1 s translation 2G times. ``PddlState`` only reads the translated
+    task. Every other attribute is the real module's.
+    """
+
+    def __init__(self, module, size: int = 32):
+        self._module, self._size = module, size
+        self._results: OrderedDict[tuple, tuple] = OrderedDict()
+
+    def __getattr__(self, name: str):
+        return getattr(self._module, name)
+
+    def pddl2sas(self, domain: str, problem: str, verbose: bool = False, optimize: bool = False):
+        key = (domain, problem, bool(optimize))
+        if key in self._results:
+            self._results.move_to_end(key)
+            return self._results[key]
+        result = self._module.pddl2sas(domain, problem, verbose=verbose, optimize=optimize)
+        self._results[key] = result
+        if len(self._results) > self._size:
+            self._results.popitem(last=False)
+        return result
+
+
+def _install_translation_cache() -> None:
+    from textworld.envs.pddl import logic
+
+    if not isinstance(logic.fast_downward, _TranslationCache):
+        logic.fast_downward = _TranslationCache(logic.fast_downward)
 
 
 def _split_name(split: str) -> str:
@@ -246,10 +285,15 @@ class AlfWorldEnv:
 
             infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True)
             self._pddl = _engine_class()(infos)
+            _install_translation_cache()
             self._engine = AlfredInfos(AlfredDemangler(self._pddl, shuffle=False))
         with _LOAD_LOCK:
-            self._engine.load(game)
-            self._state = self._engine.reset()
+            argv = list(sys.argv)
+            try:
+                self._engine.load(game)
+                self._state = self._engine.reset()
+            finally:
+                sys.argv[:] = argv  # Fast Downward's translator overwrites it
 
     def _admissible(self) -> list[str]:
         return [c for c in self._state["admissible_commands"] if c not in _HIDDEN_COMMANDS]
