@@ -69,3 +69,21 @@ def test_train_in_a_builtin_environment(tmp_path):
     assert (out / "model.safetensors").exists()
     with pytest.raises(SystemExit):
         main(["train", "--env", "chess", "--output_dir", str(out)])
+
+
+def test_evaluate_generates_in_eval_mode_and_restores_train_mode():
+    # a model handed over from a trainer is in train mode with gradient checkpointing on, which would make
+    # generate drop its KV cache; evaluate() must generate in eval mode and give the model back as it was
+    from trl_aem.envs import KeywordEnv
+    from trl_aem.evaluation import evaluate
+    from trl_aem.tiny import build_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer)
+    model.gradient_checkpointing_enable()
+    model.train()
+    modes = []
+    model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    report = evaluate(model, tokenizer, KeywordEnv, episodes=4, max_turns=2, max_turn_tokens=4)
+    assert len(report.episodes) == 4 and modes and not any(modes)
+    assert model.training

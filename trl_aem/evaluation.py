@@ -235,6 +235,10 @@ def evaluate(
     )
     report = EvalReport(env_name or getattr(env, "__name__", "env"), split)
     pool = EnvPool(env, max_workers=num_workers, timeout=step_timeout)
+    # eval mode: a model fresh from a trainer may still be in train mode with gradient checkpointing on,
+    # which makes `generate` drop its KV cache (every token would recompute the whole sequence)
+    was_training = model.training
+    model.eval()
     try:
         engine = RolloutEngine(
             pool,
@@ -250,6 +254,7 @@ def evaluate(
             report.episodes += engine.run(batch_tasks, indices, indices)
     finally:
         pool.close()
+        model.train(was_training)
     return report
 
 
