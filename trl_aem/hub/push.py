@@ -70,14 +70,16 @@ class ResilientHubApi(HfApi):
         self._uploaded: set[tuple[str, str]] = set()  # (folder, path_in_repo) that reached the Hub
 
     # ------------------------------------------------------------------ retry core
-    def _attempts(self, what: str, call: Callable[[], Any]) -> tuple[bool, Any]:
-        """Run ``call`` until it succeeds or the retries are spent; ``(ok, result_or_error)``."""
+    def _attempts(self, what: str, call: Callable[[], Any], retries: int | None = None) -> tuple[bool, Any]:
+        """Run ``call`` until it succeeds or the retries are spent; ``(ok, result_or_error)``. Only transient
+        failures (network, 5xx, 408, 429) are retried: a bad token or a wrong argument fails at once."""
+        retries = self.retries if retries is None else retries
         delay = self.backoff
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             try:
                 return True, call()
-            except Exception as error:  # any failure of the Hub or the network: never the trainer's problem
-                if attempt == self.retries:
+            except Exception as error:  # never the trainer's problem: reported by the caller, not raised
+                if attempt == retries or not _transient(error):
                     return False, error
                 with self._lock:
                     self.stats.retries += 1
@@ -87,7 +89,7 @@ class ResilientHubApi(HfApi):
                     type(error).__name__,
                     error,
                     attempt + 1,
-                    self.retries,
+                    retries,
                     delay,
                 )
                 self.sleep(delay)
@@ -115,13 +117,13 @@ class ResilientHubApi(HfApi):
             replay = [j for key, j in self._failed.items() if key != _job_key(job)]
         for old in replay:  # an earlier folder that never reached the Hub (e.g. all_checkpoints' checkpoint-N)
             if os.path.isdir(old["folder_path"]):
-                self._upload_once(old)
+                self._upload_once(old, retries=0, replay=True)  # one try: the new job must not wait a backoff again
             else:
                 with self._lock:
                     self._failed.pop(_job_key(old), None)
         return self._upload_once(job)
 
-    def _upload_once(self, job: dict[str, Any]):
+    def _upload_once(self, job: dict[str, Any], retries: int | None = None, replay: bool = False):
         job = dict(job)
         repo_id, token, private = job.pop("repo_id"), job.get("token"), job.pop("private", None)
         where = f"{job['folder_path']} -> {repo_id}/{job.get('path_in_repo') or ''}"
@@ -130,9 +132,10 @@ class ResilientHubApi(HfApi):
             target = self._ensure_repo(repo_id, token, private)
             return super(ResilientHubApi, self).upload_folder(repo_id=target, **job)
 
-        ok, result = self._attempts(f"upload of {where}", call)
+        ok, result = self._attempts(f"upload of {where}", call, retries)
         key = _job_key({"repo_id": repo_id, **job})
         with self._lock:
+            failed_before = key in self._failed
             if ok:
                 self.stats.pushes += 1
                 self._failed.pop(key, None)
@@ -141,15 +144,21 @@ class ResilientHubApi(HfApi):
                 self._failed[key] = {"repo_id": repo_id, "private": private, **job}
         if ok:
             return result
+        if replay:  # a queued upload tried again on the way: already reported
+            logger.warning("Hub: upload of %s still failing (%s: %s)", where, type(result).__name__, result)
+            return None
         self._report(
             f"upload of {where} failed; the local files are kept and will be pushed again with the next checkpoint",
             result,
+            count=not failed_before,  # a folder that keeps failing counts once
         )
         return None
 
-    def _report(self, message: str, error: BaseException) -> None:
+    def _report(self, message: str, error: BaseException, count: bool = True) -> None:
+        if not _transient(error):
+            message += "; this error is not transient (check the token, the repository id and the arguments)"
         with self._lock:
-            self.stats.failures += 1
+            self.stats.failures += int(count)
             self.stats.last_error = f"{type(error).__name__}: {error}"
         warnings.warn(
             f"Hub: {message} (after {self.retries + 1} attempts: {type(error).__name__}: {error})",
@@ -228,3 +237,19 @@ def fetch_file(model: str, filename: str, revision: str | None = None, token: st
         return hf_hub_download(model, filename, revision=revision, token=token)
     except EntryNotFoundError:
         return None
+
+
+def _transient(error: BaseException) -> bool:
+    """Whether retrying can help: network failures and HTTP 5xx / 408 / 429; not 4xx (a bad token, a missing or
+    forbidden repository) and not programming errors."""
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    if status is not None:
+        return status >= 500 or status in (408, 429)
+    if isinstance(error, OSError | TimeoutError):  # connection refused/reset, DNS, socket timeouts
+        return True
+    # the HTTP clients' own network errors (httpx/httpx2 TransportError, requests ConnectionError and Timeout)
+    return any(cls.__name__ in _NETWORK_ERRORS for cls in type(error).__mro__)
+
+
+_NETWORK_ERRORS = {"TransportError", "ConnectionError", "Timeout", "TimeoutException"}
