@@ -87,3 +87,27 @@ def test_evaluate_generates_in_eval_mode_and_restores_train_mode():
     report = evaluate(model, tokenizer, KeywordEnv, episodes=4, max_turns=2, max_turn_tokens=4)
     assert len(report.episodes) == 4 and modes and not any(modes)
     assert model.training
+
+
+def test_evaluate_falls_back_only_on_a_missing_split_and_says_so():
+    from trl_aem.envs import KeywordEnv
+    from trl_aem.evaluation import evaluate
+    from trl_aem.tiny import build_model, build_tokenizer
+
+    class TrainOnly(KeywordEnv):
+        def tasks(self, split):
+            if split != "train":
+                raise ValueError(f"no {split} split")
+            return super().tasks(split)
+
+    class Broken(KeywordEnv):
+        def tasks(self, split):
+            raise RuntimeError("dataset server down")
+
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer)
+    with pytest.warns(UserWarning, match="evaluating on the 'train' split; skipped: eval"):
+        report = evaluate(model, tokenizer, TrainOnly, episodes=2, max_turns=1, max_turn_tokens=4)
+    assert report.split == "train"
+    with pytest.raises(RuntimeError, match="dataset server down"):  # a real failure is not a missing split
+        evaluate(model, tokenizer, Broken, episodes=2, max_turns=1, max_turn_tokens=4)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,14 +208,24 @@ def evaluate(
         if not callable(tasks_fn):
             raise ValueError("the environment has no tasks(split) method to evaluate on")
         tasks: list[dict] = []
-        for candidate in [split] if split else SPLITS:
-            try:
-                tasks = list(tasks_fn(candidate) or [])
-            except Exception:
-                tasks = []
-            if tasks:
-                split = candidate
-                break
+        if split:  # an explicit split: its own errors surface as they are
+            tasks = list(tasks_fn(split) or [])
+        else:
+            # the first of eval/test/train the environment has; an environment says it lacks a split by
+            # raising ValueError/KeyError (or returning nothing), and any other error is a real failure
+            skipped = []
+            for candidate in SPLITS:
+                try:
+                    tasks = list(tasks_fn(candidate) or [])
+                except (ValueError, KeyError) as error:
+                    skipped.append(f"{candidate} ({type(error).__name__}: {error})")
+                    continue
+                if tasks:
+                    split = candidate
+                    break
+                skipped.append(f"{candidate} (no tasks)")
+            if skipped and tasks:
+                warnings.warn(f"evaluating on the {split!r} split; skipped: {'; '.join(skipped)}", stacklevel=2)
         if not tasks:
             raise ValueError(f"the environment has no tasks for split {split or SPLITS!r}")
     finally:
