@@ -113,6 +113,8 @@ def test_push_then_download_load_and_generate(hub, pushed, tmp_path):
     assert pushed._hub_api.stats.failures == 0 and pushed._hub_api.stats.pushes >= 3
 
     local = snapshot_download(REPO, cache_dir=tmp_path / "cache")
+    settings = json.loads(Path(local, "aem_env.json").read_text())  # what `trl-aem eval` reuses
+    assert settings["env"] == "keyword" and settings["env_step_timeout"] == pushed.args.env_step_timeout
     model = AutoModelForCausalLM.from_pretrained(REPO)
     tokenizer = AutoTokenizer.from_pretrained(local)
     trained = pushed.model.state_dict()

@@ -146,6 +146,14 @@ def build_eval_parser() -> argparse.ArgumentParser:
     add("--max-turn-tokens", "--max_turn_tokens", type=int, default=None)
     add("--temperature", type=float, default=0.0, help="Sampling temperature; 0 is greedy.")
     add("--batch-size", "--batch_size", type=int, default=32, help="Episodes played together.")
+    add(
+        "--step-timeout",
+        "--step_timeout",
+        type=float,
+        default=None,
+        help="Seconds one env step may take (default: the training run's env_step_timeout, else 60; SWE needs "
+        "more than its test-run timeout).",
+    )
     add("--seed", type=int, default=0)
     add("--output", default=None, help="Also write the metrics and per-episode summary to this JSON file.")
     return parser
@@ -191,6 +199,7 @@ def evaluate_command(argv: list[str]) -> None:
         invalid_action_penalty=trained.get("invalid_action_penalty", 0.1),
         temperature=args.temperature,
         batch_size=args.batch_size,
+        step_timeout=args.step_timeout or trained.get("env_step_timeout") or 60.0,
         seed=args.seed,
     )
     print(report.table())

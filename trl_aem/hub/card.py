@@ -534,6 +534,7 @@ def write_model_card(
         rollout = {("rollout_mode" if key == "mode" else key): value for key, value in context["rollout"].items()}
         settings = {"env": context["env"]["name"], "env_spec": context["env"]["spec"], **rollout}
         settings["temperature"] = trainer.args.temperature
+        settings["env_step_timeout"] = trainer.args.env_step_timeout
         with open(os.path.join(folder, ENV_SETTINGS_FILE), "w", encoding="utf-8") as f:
             json.dump(settings, f, indent=2)
     card = render_card(context)
