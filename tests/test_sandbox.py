@@ -1,10 +1,14 @@
 """The SWE sandbox contains what model-written commands try: network, writes outside, secrets, fork and
 memory bombs, endless loops, gigantic output, escaping paths; and it always cleans up."""
 
+import contextlib
+import ctypes
+import inspect
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -51,6 +55,73 @@ def processes_of(uid: int | None, wait: float = 5.0) -> list[int]:
         if not pids or time.monotonic() > deadline:
             return pids
         time.sleep(0.1)
+
+
+# A command that outlives its timeout unless the whole PID namespace dies (setsid, then an endless sleep in
+# the process the timeout would kill), and one that ends at once, leaving a setsid'd background sleeper and
+# a double-forked daemon behind (stdio redirected, so they do not hold the output pipe).
+SURVIVORS_TIMEOUT = 'exec python3 -c "import os, time; os.setsid(); time.sleep(60)" trl-aem-survivor'
+SURVIVORS_DONE = (
+    "setsid bash -c 'exec -a trl-aem-survivor sleep 600' </dev/null >/dev/null 2>&1 &\n"
+    'python3 -c "import os, time; os.fork() and os._exit(0); os.setsid(); os.fork() and os._exit(0); '
+    'time.sleep(600)" trl-aem-survivor </dev/null >/dev/null 2>&1\n'
+    "sleep 0.5; echo started"
+)
+IPC_PROBE = (
+    "python3 -c 'import ctypes; print(\"shmid=%d\" % ctypes.CDLL(None).shmget(0, 4096, 0o1600))'; "
+    "readlink /proc/self/ns/ipc /proc/self/ns/uts"
+)
+
+
+def live_cmdlines(token: str) -> list:
+    """[pid, cmdline] of every live (not zombie) process whose command line contains ``token``; kills them
+    (so that a failing test leaves nothing behind)."""
+    import contextlib
+    import os
+    import signal
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if token in cmdline and state != "Z":
+            found.append([int(entry), cmdline])
+    for pid, _ in found:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return found
+
+
+HELPERS = (
+    "\n".join(
+        f"{name} = {value!r}"
+        for name, value in [
+            ("SURVIVORS_TIMEOUT", SURVIVORS_TIMEOUT),
+            ("SURVIVORS_DONE", SURVIVORS_DONE),
+            ("IPC_PROBE", IPC_PROBE),
+        ]
+    )
+    + "\n\n"
+    + inspect.getsource(live_cmdlines)
+)
+
+
+def host_shm_ids() -> set[int]:
+    with open("/proc/sysvipc/shm") as handle:
+        return {int(line.split()[1]) for line in handle.readlines()[1:] if line.strip()}
+
+
+def remove_shm(ids) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    for shmid in ids:
+        libc.shmctl(shmid, 0, None)  # IPC_RMID
 
 
 def test_isolation_is_available_here():
@@ -176,6 +247,89 @@ def test_endless_loop_is_killed_with_everything_it_started():
         assert processes_of(box.uid) == []
 
 
+def test_nothing_of_a_command_outlives_run():
+    # regression: the jail exec'd `setpriv --reuid`, the uid change cleared the parent-death signal of the
+    # namespace's first process, and a setsid'd process survived the timeout (and run() itself)
+    with make(timeout=2) as box:
+        result = box.run(SURVIVORS_TIMEOUT)
+        assert result.timed_out
+        assert live_cmdlines("trl-aem-survivor") == []  # right after run(): no grace period
+        assert processes_of(box.uid, wait=0) == []
+        result = box.run(SURVIVORS_DONE)
+        assert result.exit_code == 0 and "started" in result.output
+        assert live_cmdlines("trl-aem-survivor") == []
+        assert processes_of(box.uid, wait=0) == []
+        # the command's exit status still comes through the jail's PID 1
+        assert box.run("exit 7").exit_code == 7 and box.run("kill -9 $$").exit_code == 128 + 9
+
+
+def test_ipc_and_hostname_are_private():
+    before = host_shm_ids()
+    with make() as box:
+        result = box.run(IPC_PROBE)
+    created = host_shm_ids() - before
+    remove_shm(created)
+    assert "shmid=" in result.output and "shmid=-1" not in result.output
+    assert not created  # a segment made inside is not visible (nor left) on the host
+    assert os.readlink("/proc/self/ns/ipc") not in result.output
+    assert os.readlink("/proc/self/ns/uts") not in result.output
+
+
+def read_in_thread(function, *args, seconds: float = 10.0):
+    """``function(*args)``'s result or exception, or "hung" if it does not return within ``seconds``."""
+    out = []
+
+    def work():
+        try:
+            out.append(function(*args))
+        except Exception as error:  # noqa: BLE001 - returned for the assertion
+            out.append(error)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return out[0] if out else "hung"
+
+
+def test_file_tools_refuse_fifos_and_devices():
+    with make() as box:
+        fifo = os.path.join(box.repo, "pipe")
+        os.mkfifo(fifo)
+        read = read_in_thread(box.read_text, "pipe")
+        written = read_in_thread(box.write_text, "pipe", "x")
+        for _ in range(2):  # unblock a hung open (without the fix) so the thread can end
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+        for outcome in (read, written):
+            assert isinstance(outcome, OSError) and "not a regular file" in str(outcome), outcome
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+        if box.mode == "root":  # a device node (only root can make one): /dev/null's numbers
+            os.mknod(os.path.join(box.repo, "dev"), stat.S_IFCHR | 0o666, os.makedev(1, 3))
+            for call in (lambda: box.read_text("dev"), lambda: box.write_text("dev", "x")):
+                with pytest.raises(OSError, match="not a regular file"):
+                    call()
+        # regular files still work, a directory is still a directory
+        box.write_text("ok.txt", "fine\n")
+        assert box.read_text("ok.txt") == "fine\n"
+        os.mkdir(os.path.join(box.repo, "d"))
+        with pytest.raises(IsADirectoryError):
+            box.read_text("d")
+
+
+def test_commands_run_when_the_parent_has_fds_above_1024():
+    # regression: select.select() raises for fds >= 1024; a trainer with many open files has such fds
+    fds = []
+    try:
+        while len(fds) < 1100:
+            fds.append(os.open("/dev/null", os.O_RDONLY))
+        with make() as box:
+            result = box.run("echo hello")
+        assert result.exit_code == 0 and "hello" in result.output
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def test_cpu_and_file_size_limits():
     with make(cpu_seconds=1, timeout=20, file_bytes=1 << 20) as box:
         started = time.monotonic()
@@ -263,10 +417,21 @@ def test_cleanup_on_close_gc_and_after_a_crash(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     orphan = proc.stdout.strip()
     assert os.path.isdir(orphan)
+    # directories of another boot or PID namespace (a container sharing /tmp) are not this process's to
+    # judge: a PID dead here may be alive there
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    foreign = base / f"{sandbox_module.PREFIX}{dead.pid}-0123456789ab-x"
+    untagged = base / f"{sandbox_module.PREFIX}{dead.pid}-x"
+    ours = base / f"{sandbox_module.PREFIX}{dead.pid}-{sandbox_module._owner_tag()}-x"
+    for path in (foreign, untagged, ours):
+        path.mkdir()
+    assert sandbox_module._owner_tag() != "0123456789ab"
     sandbox_module._swept = False
     survivor = Sandbox(None, base_dir=str(base))
     try:
         assert not os.path.exists(orphan) and os.path.isdir(survivor.root)
+        assert foreign.is_dir() and untagged.is_dir() and not ours.exists()
     finally:
         survivor.close()
 
@@ -306,6 +471,8 @@ def test_commands_in_different_sandboxes_run_concurrently():
 
 USERNS_PROBE = """
 import importlib.util, json, os, sys
+sys.path.insert(0, os.path.dirname(sys.argv[2]))
+from sandbox_probe_helpers import IPC_PROBE, SURVIVORS_DONE, SURVIVORS_TIMEOUT, live_cmdlines
 spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
 sandbox = sys.modules["sandbox"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sandbox)  # only the standard library: no trl_aem / torch import as nobody
@@ -316,6 +483,11 @@ with sandbox.Sandbox(None, limits=sandbox.SandboxLimits(timeout=4, processes=64)
     out["env"] = box.run("env; cat /proc/*/environ").output
     out["net"] = box.run("bash -c 'echo > /dev/tcp/1.1.1.1/80' 2>&1; echo rc=$?").output
     out["bomb"] = box.run("bomb(){ bomb | bomb & }; bomb; sleep 30").killed_reason
+    out["survivors"] = []
+    for command in (SURVIVORS_TIMEOUT, SURVIVORS_DONE):
+        out["survivors"].append(box.run(command, timeout=2).killed_reason)
+        out["survivors"].append(live_cmdlines("trl-aem-survivor"))
+    out["ipc"] = box.run(IPC_PROBE).output
 print(json.dumps(out))
 """
 
@@ -330,11 +502,25 @@ def test_unprivileged_user_namespace_mode():
     try:
         os.chmod(workdir, 0o755)
         probe = os.path.join(workdir, "probe.py")
+        helpers = os.path.join(workdir, "sandbox_probe_helpers.py")
         with open(probe, "w") as handle:
             handle.write(USERNS_PROBE)
+        with open(helpers, "w") as handle:
+            handle.write(HELPERS)
         os.chmod(probe, 0o644)
+        os.chmod(helpers, 0o644)
+        shm_before = host_shm_ids()
         proc = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, probe, sandbox_module.__file__],
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                python,
+                probe,
+                sandbox_module.__file__,
+                helpers,
+            ],
             env={"PATH": "/usr/bin:/bin", "HOME": workdir},
             cwd=workdir,
             capture_output=True,
@@ -350,6 +536,11 @@ def test_unprivileged_user_namespace_mode():
     assert "hf_env_secret" not in out["env"] and "HF_TOKEN" not in out["env"]
     assert "rc=0" not in out["net"] and "unreachable" in out["net"]
     assert out["bomb"] == "timeout"
+    # nothing a command started is alive once run() returned (after a timeout and after a normal end)
+    assert out["survivors"] == ["timeout", [], None, []]
+    created = host_shm_ids() - shm_before
+    remove_shm(created)
+    assert "shmid=" in out["ipc"] and not created  # its shared memory segment stayed in its namespace
 
 
 def test_a_command_cannot_fake_a_jail_failure():

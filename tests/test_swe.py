@@ -188,6 +188,34 @@ def test_tools_and_observations():
         env.close()
 
 
+def test_file_tool_os_errors_are_invalid_actions_not_environment_errors():
+    # regression: only some OSError subclasses were caught, the others ended the episode as an env fault
+    env = SWEEnv()
+    try:
+        env.reset(next(t for t in offline_tasks("eval") if t["project"] == "textkit"))
+        repo = env.workspace.sandbox.repo
+        os.symlink("loop_b", os.path.join(repo, "loop_a"))
+        os.symlink("loop_a", os.path.join(repo, "loop_b"))
+        os.mkfifo(os.path.join(repo, "pipe"))
+        for action in (
+            tool("create", path="textkit/core.py/x.py", file_text="x"),  # a file used as a directory
+            tool("create", path="textkit/__init__.py/sub/x.py", file_text="x"),
+            tool("view", path="loop_a"),  # a symlink loop
+            tool("str_replace", path="loop_a", old_str="a", new_str="b"),
+            tool("view", path="x" * 300),  # a name too long
+            tool("create", path="x" * 300, file_text="x"),
+            tool("view", path="pipe"),  # a FIFO: refused, not read (which would block forever)
+            tool("str_replace", path="pipe", old_str="a", new_str="b"),
+        ):
+            result = env.step(action)
+            assert result.info["invalid"] and not result.done, action
+            assert result.observation.startswith("Error: "), result.observation
+        assert "not a regular file" in result.observation
+        assert not env.step(tool("view", path="textkit/core.py", view_range="1 2")).info["invalid"]
+    finally:
+        env.close()
+
+
 def test_editing_the_tests_does_not_help():
     env = SWEEnv()
     try:

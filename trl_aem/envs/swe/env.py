@@ -257,7 +257,7 @@ class SWEEnv:
                 return truncate(result.output, self.output_chars) or "Patch applied.", result.exit_code != 0
         except PathEscape as error:
             return f"Refused: {error}.", True
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as error:
+        except OSError as error:  # missing, a directory, not a regular file, symlink loop, name too long...
             return f"Error: {error}", True
         except ValueError as error:  # PatchError and malformed arguments
             return f"Error: {error}", True

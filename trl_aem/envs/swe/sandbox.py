@@ -2,7 +2,8 @@
 
 Each :class:`Sandbox` owns a fresh directory ``root`` (``root/repo`` is the working copy, ``root/home``
 and ``root/tmp`` are the command's ``HOME`` and ``TMPDIR``). Every command runs as
-``prlimit ... unshare --mount --pid --fork --mount-proc [--net] [--user] sh -c JAIL`` where ``JAIL``:
+``prlimit ... unshare --mount --pid --ipc --uts --fork --mount-proc [--net] [--user] sh -c JAIL`` where
+``JAIL`` (which stays PID 1 of the namespace and runs the command as its child):
 
 - hides the parent's temporary directories (``/tmp``, ``/var/tmp``, ``/dev/shm``: private size-limited
   tmpfs), ``/run`` (daemon sockets such as ``docker.sock``) and the parent's home directory (an empty
@@ -14,32 +15,40 @@ and ``root/tmp`` are the command's ``HOME`` and ``TMPDIR``). Every command runs 
 - runs ``bash -c COMMAND`` in ``root/repo`` with an environment built from an allowlist (nothing of the
   parent's environment, so ``HF_TOKEN`` & co. never reach it).
 
-The network namespace is new and empty (loopback down): nothing is reachable. The PID namespace is new:
-the command sees only its own processes (not the trainer's ``/proc/PID/environ``), and when its first
-process ends every process it started is killed, so nothing outlives a command. Limits (``prlimit``, not
+The network namespace is new and empty (loopback down): nothing is reachable. IPC (System V shared
+memory, semaphores, message queues) and the host name are private too. The PID namespace is new: the
+command sees only its own processes (not the trainer's ``/proc/PID/environ``), and when its ``bash`` ends,
+or the timeout kills the namespace's PID 1, every process it started is killed (``setsid``, double forks
+included) before :meth:`Sandbox.run` returns, so nothing outlives a command. Limits (``prlimit``, not
 ``preexec_fn``, which is unsafe in the threaded environment workers): CPU seconds, address space, file
-size and process count; a wall-clock timeout kills the command's whole process group; output is read
+size and process count; a wall-clock timeout kills the command's whole PID namespace; output is read
 incrementally, truncated with a marker, and the command is killed once it has printed ``kill_output_bytes``.
 
 Where namespaces are unavailable (no ``unshare``, user namespaces disabled) a sandbox refuses to start
 with :class:`SandboxUnavailable` unless ``allow_network=True`` is passed explicitly: then commands run
 with the limits, the timeout and the scrubbed environment but without any namespace (no network or
-filesystem isolation). See the README's SWE section for what is and is not contained.
+filesystem isolation). The scrubbed environment then hides nothing that matters: a command runs as the
+trainer's own uid and can read the trainer's secrets elsewhere, e.g. ``/proc/$PPID/environ`` (the
+trainer's full environment, ``HF_TOKEN`` included), its files and its home directory; background
+processes may outlive the command. See the README's SWE section for what is and is not contained.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import glob
+import hashlib
 import os
 import random
 import re
 import secrets
-import select
+import selectors
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -146,15 +155,33 @@ def isolation() -> tuple[str | None, str]:
 _swept = False
 
 
+@functools.lru_cache(maxsize=1)
+def _owner_tag() -> str:
+    """This process's boot and PID namespace, in the names of its sandbox directories: a PID means something
+    only in its own namespace (a container sharing ``/tmp`` sees other PIDs as dead) and boot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            boot = handle.read().strip()
+    except OSError:
+        boot = "unknown-boot"
+    try:
+        ns = os.stat("/proc/self/ns/pid")
+        pidns = f"{ns.st_dev}:{ns.st_ino}"
+    except OSError:
+        pidns = "unknown-pidns"
+    return hashlib.sha256(f"{boot}/{pidns}".encode()).hexdigest()[:12]
+
+
 def _sweep_stale(base: str) -> None:
-    """Remove sandbox directories left behind by processes that died without cleaning up (SIGKILL, OOM)."""
+    """Remove sandbox directories left behind by processes that died without cleaning up (SIGKILL, OOM):
+    only those made in this boot and PID namespace (the owner tag) whose PID is dead here."""
     global _swept
     if _swept:
         return
     _swept = True
     for path in glob.glob(os.path.join(base, PREFIX + "*")):
-        match = re.match(re.escape(PREFIX) + r"(\d+)-", os.path.basename(path))
-        if match is None:
+        match = re.match(re.escape(PREFIX) + r"(\d+)-([0-9a-f]{12})-", os.path.basename(path))
+        if match is None or match.group(2) != _owner_tag():
             continue
         pid = int(match.group(1))
         try:
@@ -183,6 +210,26 @@ def _interpreter_dirs() -> list[str]:
     return sorted({os.path.realpath(d) for d in dirs if d and os.path.isdir(d)})
 
 
+def _children(pid: int) -> list[int]:
+    """Pids of ``pid``'s child processes (``/proc/PID/task/PID/children``, else a scan of ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except (OSError, ValueError):
+        pass
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[1] == str(pid):  # fields after "(comm)": state, ppid, ...
+                children.append(int(entry))
+    return children
+
+
 def _under(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
@@ -194,7 +241,9 @@ class Sandbox:
     Args:
         source: directory copied to ``root/repo`` (``None``: an empty repo directory).
         limits: per-command :class:`SandboxLimits`.
-        allow_network: explicit opt-out for machines without namespaces: run without isolation.
+        allow_network: explicit opt-out for machines without namespaces: run without isolation (commands run
+            as the trainer's uid and can read its environment through ``/proc/$PPID/environ``, its files,
+            the network).
         hide: extra host directories to hide from commands (e.g. a data directory with credentials).
         base_dir: where the temporary directory is made (default: the system temporary directory).
         env: extra environment variables for commands (added to the allowlist's).
@@ -221,11 +270,12 @@ class Sandbox:
                 f"The SWE sandbox needs Linux namespaces (unshare) to cut the network and confine writes, and "
                 f"they are not available here: {reason}. Commands written by a model are untrusted; to run them "
                 "anyway without network or filesystem isolation (limits, timeout and scrubbed environment still "
-                "apply), pass allow_network=True explicitly."
+                "apply, but commands run as this process's uid and can read its secrets, e.g. its whole "
+                "environment through /proc/$PPID/environ, and its files), pass allow_network=True explicitly."
             )
         base = os.path.realpath(base_dir or tempfile.gettempdir())
         _sweep_stale(base)
-        self.root = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base)
+        self.root = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-{_owner_tag()}-", dir=base)
         os.chmod(self.root, 0o755)  # the parent's; commands may traverse it, never write it
         self._finalizer = weakref.finalize(self, _remove, self.root)
         self.repo = os.path.join(self.root, "repo")
@@ -300,9 +350,37 @@ class Sandbox:
     def relative(self, real: str) -> str:
         return os.path.relpath(real, os.path.realpath(self.repo))
 
+    # The file tools resolve a path, check that it stays in the repository, then open it. Between the check
+    # and the open no command of the sandbox runs (run() returns only once every process of the command's
+    # PID namespace is gone, and the parent calls the tools between commands), so nothing can swap a path
+    # component for a symlink in between; O_NOFOLLOW on the last component and the regular-file check are a
+    # second line (a FIFO or a device would block or never end a read). chown, _remove_bytecode and
+    # _fresh_dir walk by path under the same assumption. It does not hold in the fallback mode (no PID
+    # namespace: a command's background processes may outlive it).
+    def _open_regular(self, real: str, flags: int) -> int:
+        """An fd of the regular file ``real`` (not following a final symlink, never blocking on a FIFO)."""
+        flags |= os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(real, flags, 0o644)
+        except OSError as error:
+            if error.errno in (errno.ENXIO, errno.ELOOP, errno.ENODEV, errno.EOPNOTSUPP):
+                raise OSError(error.errno, "not a regular file", self.relative(real)) from None
+            raise
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, "is a directory", self.relative(real))
+            if not stat.S_ISREG(mode):
+                raise OSError(errno.EINVAL, "not a regular file", self.relative(real))
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def read_text(self, path: str) -> str:
         real = self.resolve(path)
-        with open(real, encoding="utf-8", errors="replace") as handle:
+        with open(self._open_regular(real, os.O_RDONLY), encoding="utf-8", errors="replace") as handle:
             return handle.read()
 
     def write_text(self, path: str, text: str, *, create_dirs: bool = True) -> str:
@@ -314,7 +392,9 @@ class Sandbox:
         if create_dirs and not os.path.isdir(parent):
             os.makedirs(parent)
             self.chown(self._topmost_new(parent))
-        with open(real, "w", encoding="utf-8") as handle:
+        fd = self._open_regular(real, os.O_WRONLY | os.O_CREAT)
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.truncate(0)
             handle.write(text)
         self.chown(real)
         return self.relative(real)
@@ -369,7 +449,7 @@ class Sandbox:
         stage = next(d for d in ("/mnt", "/media", "/srv", "/opt", "/boot") if os.path.isdir(d))
         lines = [
             "set -e",
-            f'fail() {{ echo "trl-aem sandbox {self._nonce}: $*" >&2; exit {_JAIL_FAILED}; }}',
+            f'fail() {{ echo "trl-aem sandbox $TRL_AEM_JAIL_NONCE: $*" >&2; exit {_JAIL_FAILED}; }}',
             "mount --make-rprivate / || fail 'make-rprivate'",
             # 1. park what must stay visible (the sandbox, the interpreter) on a staging tmpfs
             f"mount -t tmpfs -o mode=700,size=16k trl-aem-stage {q(stage)} || fail 'stage'",
@@ -407,7 +487,13 @@ class Sandbox:
         drop = "setpriv --bounding-set=-all --inh-caps=-all --no-new-privs"
         if self.uid is not None:
             drop = f"setpriv --reuid={self.uid} --regid={self.uid} --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs"
-        lines.append(f'exec {drop} -- bash -c "$1"')
+        # Not `exec`: this shell stays PID 1 of the namespace, runs the command as its child and exits with
+        # its status. PID 1 keeps the parent-death signal of `unshare --kill-child` (a uid change, as
+        # setpriv --reuid does, would clear it), and when PID 1 ends, by itself or killed, the kernel kills
+        # every process of the namespace (setsid'd or double-forked ones included) before unshare can reap
+        # it: nothing of a command outlives run(). The nonce leaves the environment first (the command
+        # cannot read PID 1's /proc/1/environ: another uid, or more capabilities).
+        lines += ["set +e", "unset TRL_AEM_JAIL_NONCE", f'{drop} -- bash -c "$1"', "exit $?"]
         self.hidden = hidden
         return "\n".join(lines) + "\n"
 
@@ -425,7 +511,7 @@ class Sandbox:
         ]
         if self._jail is None:  # explicit opt-out: limits only
             return ["setpriv", "--pdeathsig=KILL", *prlimit, "bash", "-c", command]
-        unshare = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child"]
+        unshare = ["unshare", "--mount", "--pid", "--ipc", "--uts", "--fork", "--mount-proc", "--kill-child"]
         if not self.allow_network:
             unshare.append("--net")
         if self.mode == "userns":
@@ -442,10 +528,13 @@ class Sandbox:
         timeout = lim.timeout if timeout is None else timeout
         output_chars = lim.output_chars if output_chars is None else output_chars
         started = time.monotonic()
+        env = self.environment()
+        if self._jail is not None:
+            env["TRL_AEM_JAIL_NONCE"] = self._nonce  # read by the jail script only (it unsets it)
         proc = subprocess.Popen(
             self.argv(command),
             cwd=self.repo,
-            env=self.environment(),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -456,13 +545,15 @@ class Sandbox:
         keep = max(1, output_chars) * 4  # bytes kept at each end (a character is at most 4 bytes)
         fd = proc.stdout.fileno()
         deadline = started + timeout
+        selector = selectors.DefaultSelector()  # not select.select: it fails for fds >= 1024
+        selector.register(fd, selectors.EVENT_READ)
         try:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     reason = "timeout"
                     break
-                ready, _, _ = select.select([fd], [], [], min(remaining, 1.0))
+                ready = selector.select(min(remaining, 1.0))
                 if not ready:
                     continue
                 chunk = os.read(fd, 1 << 16)
@@ -481,6 +572,7 @@ class Sandbox:
                     reason = "output"
                     break
         finally:
+            selector.close()
             if reason is not None:
                 self._kill(proc)
             proc.stdout.close()
@@ -489,8 +581,8 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 self._kill(proc)
                 exit_code = proc.wait()
-        # the nonce is known to the jail script only (gone after its exec): a command cannot fake a jail
-        # failure to turn its episode into an unscored fault
+        # the nonce is known to the jail script only (an environment variable it unsets before the command
+        # starts): a command cannot fake a jail failure to turn its episode into an unscored fault
         if exit_code == _JAIL_FAILED and f"trl-aem sandbox {self._nonce}:".encode() in head:
             raise SandboxError(f"the sandbox could not set itself up: {head.decode(errors='replace').strip()}")
         skipped = total - len(head) - len(tail)
@@ -514,9 +606,19 @@ class Sandbox:
             raw_bytes=total,
         )
 
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        # The process group holds setpriv/prlimit/unshare (one process after the execs) and its namespace's
-        # first process; killing unshare kills that one (--kill-child), and with it the whole PID namespace.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    def _kill(self, proc: subprocess.Popen) -> None:
+        # proc is setpriv/prlimit/unshare (one process after the execs); its only child is the namespace's
+        # PID 1 (the jail shell). Kill PID 1 first and wait for unshare to reap it: the kernel kills and
+        # reaps every process of the namespace before PID 1 can be reaped, so once proc has exited nothing
+        # of the command is left. Then the process group (the fallback mode, or a jail not started yet).
+        if self._jail is not None:
+            children = _children(proc.pid)
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if children:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
