@@ -17,8 +17,10 @@ def run(*args):
 
 
 def test_quickstart(tmp_path):
-    out = run("examples/quickstart.py", "--steps", "3", "--output-dir", str(tmp_path))
-    assert "reward: first log" in out and (tmp_path / "model.safetensors").exists()
+    out = run("examples/quickstart.py", "--sft-steps", "5", "--rl-steps", "2", "--output-dir", str(tmp_path))
+    assert "held-out success rate" in out and "before RL ->" in out
+    for name in ("model.safetensors", "README.md", "training_curves.png", "aem_env.json"):
+        assert (tmp_path / name).exists(), name
 
 
 @pytest.mark.parametrize("mode", ["step", "trajectory"])

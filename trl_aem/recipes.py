@@ -23,11 +23,19 @@ def make_policy(model_name_or_path: str, seed: int = 0) -> tuple[Any, Any]:
 
 
 def sft_cold_start(
-    model: Any, tokenizer: Any, env_factory: Callable[[], Any], config: Any, num_episodes: int
+    model: Any,
+    tokenizer: Any,
+    env_factory: Callable[[], Any],
+    config: Any,
+    num_episodes: int,
+    *,
+    max_steps: int | None = None,
+    learning_rate: float | None = None,
 ) -> tuple[Any, Any]:
-    """Fit ``model`` for one epoch on ``num_episodes`` expert episodes of the environment's train tasks, in
-    the RL run's rollout mode and history length (so SFT and RL see the same prompts); returns the fitted
-    ``(model, tokenizer)``. The SFT checkpoint goes to ``<output_dir>/sft``."""
+    """Fit ``model`` on ``num_episodes`` expert episodes of the environment's train tasks (one epoch, or
+    ``max_steps`` steps), in the RL run's rollout mode and history length (so SFT and RL see the same
+    prompts); returns the fitted ``(model, tokenizer)``. ``learning_rate`` defaults to ``SFTConfig``'s, which
+    suits pretrained models; a randomly initialised one needs about 3e-3. Outputs go to ``<output_dir>/sft``."""
     from trl import SFTConfig, SFTTrainer
 
     from .envs import collect_demonstrations
@@ -44,6 +52,9 @@ def sft_cold_start(
         args=SFTConfig(
             output_dir=os.path.join(config.output_dir, "sft"),
             num_train_epochs=1,
+            max_steps=max_steps if max_steps is not None else -1,
+            **({"learning_rate": learning_rate} if learning_rate is not None else {}),
+            save_strategy="no",
             report_to=config.report_to,
             use_cpu=config.use_cpu,
             bf16=config.bf16,
