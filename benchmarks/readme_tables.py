@@ -9,6 +9,7 @@ scripts wrote (never numbers typed by hand).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +25,8 @@ ORDER = [
     "rollout.md",
     "envs.md",
     "swe.md",
+    "learning_keyword.md",
+    "learning_alfworld.md",
 ]
 
 
@@ -33,6 +36,7 @@ def block() -> str:
         path = RESULTS / name
         if path.exists():
             text = path.read_text().strip()
+            text = re.sub(r"\]\((?!https?://|/)([^)]+\.png)\)", r"](benchmarks/results/\1)", text)  # images beside it
             parts.append(text.replace("# ", "#### ", 1) if text.startswith("# ") else text)
     return "\n\n".join([START, *parts, END])
 
