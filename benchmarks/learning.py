@@ -19,7 +19,6 @@ deviation over seeds) and ``.png`` (held-out success against step).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -31,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
 
 from trl_aem import AEMConfig, AEMTrainer  # noqa: E402
 from trl_aem.envs import get_env, tasks_dataset  # noqa: E402
@@ -113,10 +113,13 @@ def warm_start(args, env, seed: int) -> dict:
             max_steps=args.sft_steps,
             learning_rate=3e-3 if args.model == "tiny" else None,
         )
-    pristine = copy.deepcopy(model)  # trainers patch and wrap the model they get: each run gets its own copy
+    # trainers patch the model they get (a deepcopy of a trained model keeps patches bound to the original),
+    # so every run loads the warm-started weights afresh from disk
+    folder = os.path.join(args.work_dir, f"warm-{seed}")
+    model.save_pretrained(folder)
 
     def model_factory():
-        return copy.deepcopy(pristine), tokenizer
+        return AutoModelForCausalLM.from_pretrained(folder), tokenizer
 
     return {"model_factory": model_factory}
 
