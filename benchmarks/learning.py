@@ -34,10 +34,9 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from trl_aem import AEMConfig, AEMTrainer  # noqa: E402
 from trl_aem.envs import get_env, tasks_dataset  # noqa: E402
-from trl_aem.recipes import make_policy, sft_cold_start  # noqa: E402
+from trl_aem.recipes import STEP_MODE_BUDGETS, make_policy, sft_cold_start, step_mode_config  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-SETTINGS = {"keyword": (4, 12), "webshop": (15, 48), "alfworld": (50, 24)}  # max turns, tokens per response
 ABLATIONS = {
     "reversed": {"aem_lambda": -1.0},
     "shuffled": {"aem_shuffle": True},
@@ -48,31 +47,18 @@ ABLATIONS = {
 
 def run(args, env, seed: int, loss: str, arm: str, warm: dict, held_out) -> dict:
     """One RL run from the seed's warm-started weights; held-out success at step 0 and every eval step."""
-    max_turns, turn_tokens = SETTINGS[args.env]
     overrides = ABLATIONS.get(arm, {})
     model, tokenizer = warm["model_factory"]()
-    config = AEMConfig(
-        output_dir=os.path.join(args.work_dir, f"{loss}-{arm}-{seed}"),
+    config = step_mode_config(
+        args.env,
+        os.path.join(args.work_dir, f"{loss}-{arm}-{seed}"),
         use_aem=arm != "base",
         loss_type=loss,
-        rollout_mode="step",
-        history_length=2,
-        max_turns=max_turns,
-        max_turn_tokens=turn_tokens,
-        max_completion_length=256,
-        per_device_train_batch_size=32,
-        num_generations=8,
-        per_device_eval_batch_size=64,
-        num_generations_eval=8,
         max_steps=args.steps,
         learning_rate=args.learning_rate,
-        beta=0.0,
-        temperature=1.0,
         eval_strategy="steps",
         eval_steps=args.eval_every,
         logging_steps=1,
-        save_strategy="no",
-        report_to=[],
         use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available(),
         seed=seed,
@@ -98,7 +84,7 @@ def warm_start(args, env, seed: int) -> dict:
             output_dir=os.path.join(args.work_dir, f"sft-{seed}"),
             rollout_mode="step",
             history_length=2,
-            max_turns=SETTINGS[args.env][0],
+            max_turns=STEP_MODE_BUDGETS[args.env][0],
             report_to=[],
             use_cpu=not torch.cuda.is_available(),
             bf16=torch.cuda.is_available(),
@@ -178,7 +164,7 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", choices=sorted(SETTINGS), default="keyword")
+    parser.add_argument("--env", choices=sorted(STEP_MODE_BUDGETS), default="keyword")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--losses", nargs="+", default=["grpo", "dapo"], choices=["grpo", "dapo", "dr_grpo", "bnpo"])

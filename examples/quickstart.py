@@ -28,17 +28,14 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from trl_aem import AEMConfig, AEMTrainer  # noqa: E402
+from trl_aem import AEMTrainer  # noqa: E402
 from trl_aem.envs import get_env, tasks_dataset  # noqa: E402
-from trl_aem.recipes import make_policy, sft_cold_start  # noqa: E402
-
-# per environment: max turns, tokens per response (what the expert's answers need, with room to spare)
-ENV_SETTINGS = {"keyword": (4, 12), "webshop": (15, 48), "alfworld": (30, 24)}
+from trl_aem.recipes import STEP_MODE_BUDGETS, make_policy, sft_cold_start, step_mode_config  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", choices=sorted(ENV_SETTINGS), default="keyword")
+    parser.add_argument("--env", choices=sorted(STEP_MODE_BUDGETS), default="keyword")
     parser.add_argument("--model", default="tiny", help="'tiny' (built offline) or a Hub id / local path")
     parser.add_argument("--sft-steps", type=int, default=150, help="SFT warm-start steps (0 skips the phase)")
     parser.add_argument("--rl-steps", type=int, default=80, help="AEMTrainer steps")
@@ -55,26 +52,13 @@ def main() -> None:
             parser.error(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'sft_steps' else '>= 1'}")
     started = time.perf_counter()
     env = get_env(args.env)
-    max_turns, turn_tokens = ENV_SETTINGS[args.env]
-    config = AEMConfig(
-        output_dir=args.output_dir,
+    config = step_mode_config(
+        args.env,
+        args.output_dir,
         use_aem=not args.no_aem,
-        rollout_mode="step",
-        history_length=2,
-        max_turns=max_turns,
-        max_turn_tokens=turn_tokens,
-        max_completion_length=256,
-        per_device_train_batch_size=32,
-        num_generations=8,
-        per_device_eval_batch_size=64,
-        num_generations_eval=8,
         max_steps=args.rl_steps,
         learning_rate=args.learning_rate,
-        beta=0.0,
-        temperature=1.0,
         logging_steps=max(1, args.rl_steps // 20),
-        save_strategy="no",
-        report_to=[],
         use_cpu=args.model == "tiny",
         seed=args.seed,
     )

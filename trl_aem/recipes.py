@@ -7,7 +7,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["make_policy", "sft_cold_start", "train_and_save"]
+__all__ = ["STEP_MODE_BUDGETS", "make_policy", "sft_cold_start", "step_mode_config", "train_and_save"]
+
+# per built-in environment: max turns, tokens per response (what the expert's answers need, with room to spare)
+STEP_MODE_BUDGETS = {"keyword": (4, 12), "webshop": (15, 48), "alfworld": (50, 24)}
 
 
 def make_policy(model_name_or_path: str, seed: int = 0) -> tuple[Any, Any]:
@@ -79,3 +82,30 @@ def train_and_save(model: Any, env_factory: Callable[[], Any], config: Any, toke
     if config.push_to_hub:
         trainer.push_to_hub()
     return trainer
+
+
+def step_mode_config(env_name: str, output_dir: str, **overrides: Any):
+    """The ``AEMConfig`` the quickstart and the learning benchmark share: step mode with a history of 2, the
+    environment's turn budget (:data:`STEP_MODE_BUDGETS`), 4 tasks x 8 episodes per step, held-out eval
+    with 8 episodes per task, no KL, sampling at temperature 1; ``overrides`` win."""
+    from .config import AEMConfig
+
+    max_turns, turn_tokens = STEP_MODE_BUDGETS[env_name]
+    params = dict(
+        output_dir=output_dir,
+        rollout_mode="step",
+        history_length=2,
+        max_turns=max_turns,
+        max_turn_tokens=turn_tokens,
+        max_completion_length=256,
+        per_device_train_batch_size=32,
+        num_generations=8,
+        per_device_eval_batch_size=64,
+        num_generations_eval=8,
+        beta=0.0,
+        temperature=1.0,
+        save_strategy="no",
+        report_to=[],
+    )
+    params.update(overrides)
+    return AEMConfig(**params)
