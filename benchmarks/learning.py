@@ -32,9 +32,9 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from trl_aem import AEMConfig, AEMTrainer  # noqa: E402
+from trl_aem import AEMTrainer  # noqa: E402
 from trl_aem.envs import get_env, tasks_dataset  # noqa: E402
-from trl_aem.recipes import STEP_MODE_BUDGETS, make_policy, sft_cold_start, step_mode_config  # noqa: E402
+from trl_aem.recipes import STEP_MODE_BUDGETS, make_policy, sft_cold_start, sft_learning_rate, step_mode_config  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 ABLATIONS = {
@@ -80,12 +80,9 @@ def warm_start(args, env, seed: int) -> dict:
     """SFT once per seed; every arm of the seed starts from a copy of these weights."""
     model, tokenizer = make_policy(args.model, seed=seed)
     if args.sft_steps:
-        config = AEMConfig(
-            output_dir=os.path.join(args.work_dir, f"sft-{seed}"),
-            rollout_mode="step",
-            history_length=2,
-            max_turns=STEP_MODE_BUDGETS[args.env][0],
-            report_to=[],
+        config = step_mode_config(
+            args.env,
+            os.path.join(args.work_dir, f"sft-{seed}"),
             use_cpu=not torch.cuda.is_available(),
             bf16=torch.cuda.is_available(),
             seed=seed,
@@ -97,7 +94,7 @@ def warm_start(args, env, seed: int) -> dict:
             config,
             num_episodes=len(env().tasks("train")),
             max_steps=args.sft_steps,
-            learning_rate=3e-3 if args.model == "tiny" else None,
+            learning_rate=sft_learning_rate(args.model),
         )
     # trainers patch the model they get (a deepcopy of a trained model keeps patches bound to the original),
     # so every run loads the warm-started weights afresh from disk

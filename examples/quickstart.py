@@ -30,7 +30,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 from trl_aem import AEMTrainer  # noqa: E402
 from trl_aem.envs import get_env, tasks_dataset  # noqa: E402
-from trl_aem.recipes import STEP_MODE_BUDGETS, make_policy, sft_cold_start, step_mode_config  # noqa: E402
+from trl_aem.recipes import STEP_MODE_BUDGETS, make_policy, sft_cold_start, sft_learning_rate, step_mode_config  # noqa: E402
 
 
 def main() -> None:
@@ -75,7 +75,7 @@ def main() -> None:
             config,
             num_episodes=len(env().tasks("train")),
             max_steps=args.sft_steps,
-            learning_rate=3e-3 if args.model == "tiny" else None,  # a random-init model needs a high rate
+            learning_rate=sft_learning_rate(args.model),
         )
         phases["sft"] = time.perf_counter() - phase
 
