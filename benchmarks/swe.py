@@ -2,6 +2,7 @@
 
     python benchmarks/swe.py               # writes benchmarks/results/swe.json and swe.md
     python benchmarks/swe.py --validate    # also re-validates every generated bug and times it (minutes)
+    python benchmarks/swe.py --overhead-only [--record-baseline]   # only the sandbox's per-command overhead
 
 Episodes are offline tasks in the local namespace sandbox. "expert": reset, apply the gold patch, submit
 (the final test run). "10-turn": reset, ten shell commands an agent typically runs (listing, grep, cat,
@@ -17,11 +18,12 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
 from trl_aem.envs import EnvCall, EnvPool
-from trl_aem.envs.swe import SWEEnv, generator, offline_tasks
+from trl_aem.envs.swe import Sandbox, SWEEnv, generator, offline_tasks
 
 RESULTS = Path(__file__).parent / "results"
 COMMANDS = [
@@ -80,6 +82,36 @@ def pool_seconds(tasks: list[dict], workers: int) -> float:
         pool.close()
 
 
+def command_overhead(runs: int = 60, rounds: int = 3) -> dict:
+    """Milliseconds for ``Sandbox.run("true")``: the jail's own cost per command (the command does nothing).
+    The best of ``rounds`` medians over ``runs`` commands each, so a busy moment of the machine does not count."""
+    medians = []
+    with Sandbox(None) as box:
+        box.run("true")  # warm the page cache and the process table
+        for _ in range(rounds):
+            times = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                result = box.run("true")
+                times.append((time.perf_counter() - started) * 1000)
+                assert result.exit_code == 0, result.output
+            medians.append(statistics.median(times))
+    return {"median_ms": round(min(medians), 1), "medians_ms": [round(m, 1) for m in medians], "runs": runs}
+
+
+def git_revision() -> str:
+    """The checkout's commit (the sandbox code the figure belongs to), or '?' outside a git checkout."""
+    try:
+        proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return proc.stdout.strip() or "?"
+
+
+def ratio(now: dict, before: dict) -> float:
+    return round(now["median_ms"] / before["median_ms"], 3)
+
+
 def summary(values: list[float]) -> dict:
     return {
         "mean": round(statistics.mean(values), 3),
@@ -94,7 +126,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=20, help="expert episodes (and 10-turn episodes / 2)")
     parser.add_argument("--validate", action="store_true", help="re-validate every generated bug and time it")
+    parser.add_argument("--overhead-only", action="store_true", help="only measure the per-command overhead")
+    parser.add_argument(
+        "--record-baseline", action="store_true", help="store the overhead measured now as the 'before' figure"
+    )
     args = parser.parse_args()
+    previous = json.loads((RESULTS / "swe.json").read_text()) if (RESULTS / "swe.json").is_file() else {}
+    overhead = command_overhead()
+    baseline = previous.get("command_overhead_before")
+    if args.record_baseline:
+        baseline = {**overhead, "date": time.strftime("%Y-%m-%d"), "git": git_revision()}
+    print(f"per-command overhead (Sandbox.run('true')): {overhead['median_ms']} ms median {overhead['medians_ms']}")
+    if baseline:
+        print(f"before: {baseline['median_ms']} ms ({baseline.get('git', '?')}); ratio {ratio(overhead, baseline)}")
+    if args.overhead_only:
+        if args.record_baseline:
+            previous["command_overhead_before"] = baseline
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / "swe.json").write_text(json.dumps(previous, indent=2) + "\n")
+        return
     rng = random.Random(0)
     train, evaluation = offline_tasks("train"), offline_tasks("eval")
     tasks = rng.sample(train + evaluation, args.episodes)
