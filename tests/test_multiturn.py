@@ -205,7 +205,7 @@ def test_training_steps_after_an_evaluation_are_logged_as_training(make_model, t
 
 def test_env_errors_are_clear(make_model, tokenizer, env_config):
     with pytest.raises(TypeError, match="zero-argument callable"):
-        AEMTrainer(make_model(), "alfworld", env_config(), processing_class=tokenizer)
+        AEMTrainer(make_model(), env="alfworld", args=env_config(), processing_class=tokenizer)
 
     class NoTasks:
         def reset(self, task):

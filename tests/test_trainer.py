@@ -230,23 +230,52 @@ def test_eval_logs_aem_metrics(make_model, make_config, tokenizer, prompt_datase
     assert evals and "eval_aem/alpha_std" in evals[0] and "eval_aem/response_entropy" in evals[0]
 
 
-def test_clear_errors(make_model, make_config, make_grpo_config, tokenizer, prompt_dataset):
+def test_clear_errors(make_model, make_config, tokenizer, prompt_dataset):
     model = make_model()
-    with pytest.raises(TypeError, match="AEMConfig"):
-        AEMTrainer(
-            model,
-            config=make_grpo_config(),
-            train_dataset=prompt_dataset,
-            processing_class=tokenizer,
-            reward_funcs=length_reward,
-        )
     with pytest.raises(ValueError, match="reward_funcs"):
         AEMTrainer(model, config=make_config(), train_dataset=prompt_dataset, processing_class=tokenizer)
-    with pytest.raises(TypeError, match="config="):
+    with pytest.raises(TypeError, match="once"):
         AEMTrainer(
             model,
             args=make_config(),
+            config=make_config(),
             train_dataset=prompt_dataset,
             processing_class=tokenizer,
             reward_funcs=length_reward,
         )
+    with pytest.raises(TypeError, match="AEMConfig or a trl.GRPOConfig"):
+        AEMTrainer(model, length_reward, {"learning_rate": 1e-3}, prompt_dataset, processing_class=tokenizer)
+
+
+def test_takes_grpo_trainer_arguments_by_name_and_position(
+    make_model, make_config, make_grpo_config, tokenizer, prompt_dataset
+):
+    """A TRL user changes one import: GRPOTrainer's keywords, its positional order and a plain GRPOConfig work."""
+    with pytest.warns(UserWarning, match="converted the GRPOConfig to an AEMConfig"):
+        by_name = AEMTrainer(
+            model=make_model(),
+            reward_funcs=length_reward,
+            args=make_grpo_config(max_steps=1),
+            train_dataset=prompt_dataset,
+            processing_class=tokenizer,
+        )
+    assert by_name.args.use_aem and by_name.args.aem_lambda == 1.0 and by_name.args.max_steps == 1
+    by_name.train()
+    assert logged(by_name, "aem/alpha_std")
+
+    positional = AEMTrainer(make_model(), length_reward, make_config(), prompt_dataset, None, tokenizer)
+    assert positional.env_factory is None and positional.reward_func_names == ["length_reward"]
+    assert positional.train_dataset is prompt_dataset
+
+
+def test_the_environment_form_still_works(make_model, make_config, tokenizer):
+    from trl_aem.envs import KeywordEnv
+
+    config = make_config(max_turns=2, rollout_mode="step", max_turn_tokens=8)
+    for env in (KeywordEnv, lambda: KeywordEnv()):
+        trainer = AEMTrainer(make_model(), env, config, processing_class=tokenizer)
+        assert trainer.env_factory is env and trainer.reward_func_names == ["env_return"]
+    trainer = AEMTrainer(make_model(), env=KeywordEnv, args=config, processing_class=tokenizer)
+    assert trainer.env_factory is KeywordEnv
+    with pytest.raises(TypeError, match="get_env"):
+        AEMTrainer(make_model(), "keyword", config, processing_class=tokenizer)

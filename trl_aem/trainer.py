@@ -15,6 +15,8 @@ Data path of one generation batch (single-turn completions, or TRL's own ``tools
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 import logging
 import os
 import shutil
@@ -26,7 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from trl import GRPOTrainer
+from peft import PeftModel
+from transformers import PreTrainedModel
+from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
 from .config import AEMConfig
@@ -49,6 +53,8 @@ from .sampling import SampledSegment, record_sampling_stats
 logger = logging.getLogger(__name__)
 
 __all__ = ["AEMTrainer", "AEM_CITATION"]
+
+RewardFunc = str | PreTrainedModel | Callable[..., list[float | None]]
 
 AEM_CITATION = textwrap.dedent("""\
     @article{zhao2026aem,
@@ -74,16 +80,23 @@ class SpanBatch:
 class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
     """GRPO-family trainer whose advantages are rescaled per response by AEM (arXiv:2605.00425).
 
+    A drop-in for ``trl.GRPOTrainer``: it takes every ``GRPOTrainer.__init__`` argument by the same name and
+    position (``AEMTrainer(model=..., reward_funcs=..., args=config, ...)``), and a plain ``GRPOConfig`` is
+    converted to an :class:`AEMConfig` with AEM's defaults. The multi-turn form is ``AEMTrainer(model, env, config)``.
+
     Args:
         model: model id, local path, ``PreTrainedModel`` or ``PeftModel`` (as for ``GRPOTrainer``).
-        env: zero-argument callable returning a fresh :class:`~trl_aem.envs.TextEnv` for multi-turn
-            training. ``None`` trains on single-turn completions of ``train_dataset`` prompts scored by
-            ``reward_funcs`` (or TRL's ``tools`` / ``environment_factory`` loop), with AEM applied.
-        config: an :class:`AEMConfig`. Defaults to ``AEMConfig("<model name>-AEM")``.
-        train_dataset, eval_dataset, processing_class, reward_funcs, peft_config, callbacks: as in
-            ``GRPOTrainer``.
-        **kwargs: any other ``GRPOTrainer`` argument (``optimizers``, ``quantization_config``,
-            ``reward_processing_classes``, ``tools``, ``rollout_func``, ``environment_factory``).
+        reward_funcs: as in ``GRPOTrainer``. In this position an environment factory (a class with ``reset`` and
+            ``step``, or a callable taking no arguments) is read as ``env``.
+        args: an :class:`AEMConfig` (or a ``GRPOConfig``, converted). ``config=`` is the same argument. Defaults to
+            ``AEMConfig("<model name>-AEM")``.
+        train_dataset, eval_dataset, processing_class, reward_processing_classes, callbacks, optimizers,
+            quantization_config, peft_config, tools, rollout_func, environment_factory: as in ``GRPOTrainer``.
+        env: zero-argument callable returning a fresh :class:`~trl_aem.envs.TextEnv` for multi-turn training
+            (tasks from ``train_dataset`` rows, else ``env().tasks("train")``). ``None`` trains on single-turn
+            completions of ``train_dataset`` prompts scored by ``reward_funcs`` (or TRL's ``tools`` /
+            ``environment_factory`` loop), with AEM applied.
+        config: keyword alias of ``args``.
     """
 
     _tag_names = ["trl", "grpo", "aem"]
@@ -96,28 +109,29 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
 
     def __init__(
         self,
-        model,
-        env: Callable[[], Any] | None = None,
-        config: AEMConfig | None = None,
-        *,
+        model: str | PreTrainedModel | PeftModel,
+        reward_funcs: RewardFunc | list[RewardFunc] | None = None,
+        args: GRPOConfig | None = None,
         train_dataset=None,
         eval_dataset=None,
         processing_class=None,
-        reward_funcs=None,
-        peft_config=None,
+        reward_processing_classes=None,
         callbacks=None,
-        **kwargs,
+        optimizers=(None, None),
+        quantization_config=None,
+        peft_config=None,
+        tools=None,
+        rollout_func=None,
+        environment_factory=None,
+        *,
+        env: Callable[[], Any] | None = None,
+        config: GRPOConfig | None = None,
     ):
-        if "args" in kwargs:
-            raise TypeError("AEMTrainer takes `config=` (an AEMConfig), not `args=`")
-        if config is None:
-            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
-            config = AEMConfig(f"{str(model_name).rstrip('/').split('/')[-1]}-AEM")
-        if not isinstance(config, AEMConfig):
-            raise TypeError(
-                f"config must be a trl_aem.AEMConfig, got {type(config).__name__}. Build one with the same fields: "
-                "AEMConfig(**grpo_config.to_dict()) keeps every GRPOConfig setting."
-            )
+        # GRPOTrainer's parameters, names and positions unchanged (a drop-in for `trl.GRPOTrainer`), plus `env` and
+        # `config`. The multi-turn form `AEMTrainer(model, env, config)` passes the environment in `reward_funcs`'
+        # position and the config in `args`' position; `_split_env_argument` tells the two apart.
+        env, reward_funcs = _split_env_argument(env, reward_funcs)
+        config = _as_aem_config(args, config, model)
         if env is not None:
             if not callable(env):
                 raise TypeError(
@@ -131,7 +145,7 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
                 raise ValueError(
                     "AEMConfig: rollout_mode='step' supports multi_objective_aggregation='sum_then_normalize' only"
                 )
-        elif not reward_funcs and kwargs.get("environment_factory") is None and kwargs.get("rollout_func") is None:
+        elif not reward_funcs and environment_factory is None and rollout_func is None:
             raise ValueError(
                 "Single-turn training (env=None) needs `reward_funcs` to score completions (or TRL's "
                 "`environment_factory` whose environment owns the reward)."
@@ -156,9 +170,14 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
             callbacks=[*(callbacks or []), self._wall_clock],
+            optimizers=optimizers,
+            quantization_config=quantization_config,
             peft_config=peft_config,
-            **kwargs,
+            tools=tools,
+            rollout_func=rollout_func,
+            environment_factory=environment_factory,
         )
         self._stats_source = self._resolve_stats_source()
         self._micro_weight = 1.0
@@ -572,6 +591,68 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
         if self.args.push_to_hub and "loss" in logs:
             logs.update(self._hub_api.stats.metrics())
         super().log(logs, start_time)
+
+
+def _split_env_argument(env, reward_funcs) -> tuple[Any, Any]:
+    """``(env, reward_funcs)`` from the two ways of calling: ``AEMTrainer(model, env, config)`` puts the environment
+    factory in ``reward_funcs``' position. A class with ``reset`` and ``step`` or a callable that needs no argument
+    is an environment factory; reward functions take the completions (TRL calls them with keyword arguments)."""
+    if env is not None or reward_funcs is None:
+        return env, reward_funcs
+    if isinstance(reward_funcs, str):
+        from .envs import ENVIRONMENTS
+
+        if reward_funcs in ENVIRONMENTS and not os.path.exists(reward_funcs):
+            raise TypeError(
+                f"{reward_funcs!r} is read as a reward model id; for the built-in environment pass its class: "
+                f"env=trl_aem.envs.get_env({reward_funcs!r}) (env must be a zero-argument callable returning a "
+                "TextEnv)"
+            )
+        return None, reward_funcs
+    if isinstance(reward_funcs, (list, tuple, torch.nn.Module)) or not callable(reward_funcs):
+        return None, reward_funcs
+    if isinstance(reward_funcs, type):
+        return reward_funcs, None  # a class is a factory (reward functions are functions or instances)
+    try:
+        required = [
+            p
+            for p in inspect.signature(reward_funcs).parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+    except (TypeError, ValueError):  # no signature (some builtins): leave it to GRPOTrainer
+        return None, reward_funcs
+    return (reward_funcs, None) if not required else (None, reward_funcs)
+
+
+def _as_aem_config(args: GRPOConfig | None, config: GRPOConfig | None, model) -> AEMConfig:
+    """The trainer's :class:`AEMConfig` from ``args`` or ``config`` (aliases). A plain ``GRPOConfig`` becomes an
+    ``AEMConfig`` with every field it already resolved kept and AEM's defaults added (re-running
+    ``GRPOConfig.__post_init__`` would refuse its own derived ``generation_batch_size``/``steps_per_generation``)."""
+    if args is not None and config is not None and args is not config:
+        raise TypeError(
+            "AEMTrainer: pass the configuration once, as `args=` or `config=` (they are the same argument)"
+        )
+    config = args if args is not None else config
+    if config is None:
+        model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+        return AEMConfig(f"{str(model_name).rstrip('/').split('/')[-1]}-AEM")
+    if isinstance(config, AEMConfig):
+        return config
+    if not isinstance(config, GRPOConfig):
+        raise TypeError(f"args must be a trl_aem.AEMConfig or a trl.GRPOConfig, got {type(config).__name__}")
+    warnings.warn(
+        f"AEMTrainer: converted the {type(config).__name__} to an AEMConfig with AEM's defaults (use_aem=True)",
+        UserWarning,
+        stacklevel=3,
+    )
+    converted = copy.copy(config)
+    converted.__class__ = AEMConfig
+    for f in dataclasses.fields(AEMConfig):
+        if f.init and f.name not in vars(converted):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            setattr(converted, f.name, default)
+    converted._validate_aem()
+    return converted
 
 
 def _runs_of_ones(mask: list[int]) -> list[tuple[int, int]]:
