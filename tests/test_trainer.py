@@ -279,3 +279,28 @@ def test_the_environment_form_still_works(make_model, make_config, tokenizer):
     assert trainer.env_factory is KeywordEnv
     with pytest.raises(TypeError, match="get_env"):
         AEMTrainer(make_model(), "keyword", config, processing_class=tokenizer)
+
+
+def test_continuous_batching_control_arm_trains_and_aem_uses_trls_recompute_pass(
+    make_model, make_config, tokenizer, prompt_dataset
+):
+    cb = dict(use_transformers_continuous_batching=True, max_steps=1)
+    with pytest.raises(ValueError, match="use_transformers_continuous_batching=False.*use_aem=False"):
+        AEMTrainer(make_model(), length_reward, make_config(**cb), prompt_dataset, processing_class=tokenizer)
+    control = AEMTrainer(
+        make_model(), length_reward, make_config(use_aem=False, **cb), prompt_dataset, processing_class=tokenizer
+    )
+    control.train()
+    assert control._stats_source is None and not logged(control, "aem/drift")
+    assert all(math.isfinite(x) for x in logged(control, "loss"))
+    # misaligned accumulation makes TRL run its old-log-prob pass: AEM takes its entropies from there
+    aem = AEMTrainer(
+        make_model(),
+        length_reward,
+        make_config(steps_per_generation=2, per_device_train_batch_size=4, **cb),
+        prompt_dataset,
+        processing_class=tokenizer,
+    )
+    assert aem._stats_source == "recompute"
+    aem.train()
+    assert logged(aem, "aem/missing_frac") == [0.0] and logged(aem, "aem/alpha_std")[0] > 0

@@ -49,16 +49,21 @@ def test_server_mode_takes_entropies_from_trls_recompute_pass(
     assert forward_calls[0] == 2 * config.max_steps
 
 
-def test_vllm_without_recompute_pass_is_refused(fake_vllm, make_model, make_config, tokenizer, prompt_dataset):
+def test_vllm_without_recompute_pass_is_refused_with_aem_and_trains_without(
+    fake_vllm, make_model, make_config, tokenizer, prompt_dataset
+):
     config = make_config(use_vllm=True, vllm_mode="server", vllm_importance_sampling_correction=False)
-    with pytest.raises(ValueError, match="vllm_importance_sampling_correction=True"):
-        AEMTrainer(
-            make_model(seed=5),
-            config=config,
-            train_dataset=prompt_dataset,
-            processing_class=tokenizer,
-            reward_funcs=length_reward,
-        )
+    with pytest.raises(ValueError, match="vllm_importance_sampling_correction=True.*use_aem=False"):
+        AEMTrainer(make_model(seed=5), length_reward, config, prompt_dataset, processing_class=tokenizer)
+    # the control arm accepts every configuration GRPOTrainer accepts: no statistic, no extra forward pass
+    config = make_config(
+        use_vllm=True, vllm_mode="server", vllm_importance_sampling_correction=False, use_aem=False, max_steps=1
+    )
+    trainer = AEMTrainer(make_model(seed=5), length_reward, config, prompt_dataset, processing_class=tokenizer)
+    assert trainer._stats_source is None
+    trainer.train()
+    log = trainer.state.log_history[0]
+    assert math.isfinite(log["loss"]) and not any(key.startswith("aem/") for key in log)
 
 
 @pytest.mark.parametrize("mode", ["trajectory", "step"])

@@ -194,19 +194,33 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
             self.use_vllm and self.vllm_importance_sampling_correction
         )
 
-    def _resolve_stats_source(self) -> str:
+    def _resolve_stats_source(self) -> str | None:
         """``"sampler"``: recorded while ``transformers.generate`` samples. ``"recompute"``: taken from the
-        old-log-prob pass TRL already runs (vLLM, continuous batching). Anything else would need an extra
-        forward pass, which AEM must not add, so it is refused with the settings that fix it."""
+        old-log-prob pass TRL already runs (vLLM, continuous batching). ``None``: the control arm
+        (``use_aem=False``) on a configuration where the statistic could only come from an extra forward pass; it
+        then trains exactly like ``GRPOTrainer`` and logs no ``aem/*`` statistic. With AEM on, such a configuration
+        would need that extra pass, which AEM must not add, so it is refused with the settings that fix it."""
         if not (self.use_vllm or self.use_transformers_continuous_batching):
             return "sampler"
         if self._has_recompute_pass:
             return "recompute"
-        backend = "vLLM" if self.use_vllm else "transformers continuous batching"
+        if not self.args.use_aem:
+            return None
+        args = self.args
+        accumulation = (
+            f"or make `gradient_accumulation_steps` ({args.gradient_accumulation_steps}) not a multiple of "
+            f"`steps_per_generation * num_iterations` ({args.steps_per_generation} * {self.num_iterations}), so that "
+            "TRL runs that pass"
+        )
+        if self.use_vllm:
+            fix = f"Set `vllm_importance_sampling_correction=True` (the TRL default), {accumulation}"
+            backend = "vLLM generation"
+        else:
+            fix = f"Set `use_transformers_continuous_batching=False` (AEM then records while sampling), {accumulation}"
+            backend = "transformers continuous batching"
         raise ValueError(
-            f"AEM with {backend} generation reads token entropies from TRL's old-log-prob pass, which this "
-            "configuration skips. Set `vllm_importance_sampling_correction=True` (the TRL default) or make "
-            "`gradient_accumulation_steps` not a multiple of `steps_per_generation * num_iterations`."
+            f"AEM with {backend} reads token entropies from TRL's old-log-prob pass, which this configuration "
+            f"skips. {fix}; or train the control arm with `use_aem=False`."
         )
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -336,6 +350,8 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
         """Return the advantages TRL's loss will use: ``(B, T)`` ``A_base * alpha`` per token with AEM on, the
         unchanged base advantages otherwise. Logs the ``aem/*`` metrics in both cases."""
         base = output["advantages"]
+        if self._stats_source is None:  # control arm without a statistic (see `_resolve_stats_source`)
+            return base
         loss_mask = output["completion_mask"]
         if "tool_mask" in output:
             loss_mask = loss_mask * output["tool_mask"]
