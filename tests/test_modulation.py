@@ -7,10 +7,12 @@ from trl_aem import aem_coefficients
 from trl_aem.modulation import (
     broadcast_to_tokens,
     compute_aem,
+    conditioning_keys,
     entropy_drift,
     response_spans,
     shuffle_within_groups,
     span_means,
+    span_sums,
     token_entropy,
     token_logprob,
 )
@@ -200,9 +202,33 @@ def test_token_entropy_and_logprob():
         token_entropy(logits, 0.0)
 
 
-def test_entropy_drift():
-    a = torch.tensor([1.0, -1.0, 2.0])
-    s = torch.tensor([3.0, 1.0, float("nan")])
-    h = torch.tensor([2.0, 2.0, 2.0])
-    assert torch.allclose(entropy_drift(a, s, h), torch.tensor((1.0 * 1.0 + -1.0 * -1.0) / 2))
-    assert torch.isnan(entropy_drift(torch.zeros(0), torch.zeros(0), torch.zeros(0)))
+def test_entropy_drift_is_the_leave_one_out_covariance_per_state():
+    a = torch.tensor([1.0, -1.0, 2.0, 0.5, 3.0])
+    s = torch.tensor([3.0, 1.0, float("nan"), 4.0, 2.0])
+    state = torch.tensor([0, 0, 0, 1, 2])  # state 1 and 2 hold one response each: no estimate of H(s)
+    # state 0 (the NaN response dropped): A_0 (S_0 - S_1) and A_1 (S_1 - S_0)
+    assert entropy_drift(a, s, state) == pytest.approx((1.0 * 2.0 + -1.0 * -2.0) / 2)
+    assert torch.isnan(entropy_drift(a[3:], s[3:], state[3:]))
+    assert torch.isnan(entropy_drift(torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.long)))
+    x = torch.randn(16, dtype=torch.float64)
+    y = torch.randn(16, dtype=torch.float64)
+    assert entropy_drift(x, y, torch.zeros(16, dtype=torch.long)) == pytest.approx(
+        float(torch.cov(torch.stack([x, y]))[0, 1])
+    )
+
+
+def test_span_sums_and_conditioning_keys():
+    mask = torch.tensor([[1, 1, 0, 1], [1, 1, 1, 0], [0, 1, 1, 0]])
+    spans = response_spans(mask)
+    values = torch.arange(12, dtype=torch.float32).view(3, 4)
+    assert span_sums(values, spans).tolist() == [1.0, 3.0, 15.0, 19.0]
+    values[0, 3] = float("nan")
+    assert torch.isnan(span_sums(values, spans)[1])
+    # rows 0 and 1 share prompt and first completion tokens: their first spans answer the same state
+    prompt = torch.tensor([[0, 5, 6], [0, 5, 6], [5, 6, 7]])
+    prompt_mask = torch.tensor([[0, 1, 1], [0, 1, 1], [1, 1, 1]])
+    completion = torch.tensor([[1, 2, 9, 3], [1, 2, 3, 0], [4, 4, 4, 0]])
+    keys = conditioning_keys(prompt, prompt_mask, completion, spans).tolist()
+    assert keys[0] == keys[2] and len(set(keys)) == 3 and all(0 <= k < 2**48 for k in keys)
+    shifted = conditioning_keys(prompt + 1, prompt_mask, completion, spans).tolist()
+    assert not set(shifted) & set(keys)

@@ -1,5 +1,6 @@
 """AEMTrainer on single-turn completions: correctness against GRPOTrainer and against recomputed entropies."""
 
+import inspect
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from trl import GRPOTrainer
 
 from trl_aem import AEMTrainer, aem_coefficients
-from trl_aem.modulation import response_spans, span_means, token_entropy
+from trl_aem.modulation import entropy_drift, response_spans, span_means, span_sums, token_entropy
 
 from .conftest import length_reward
 
@@ -80,6 +81,13 @@ def test_advantages_are_base_times_alpha_of_the_policy_entropy(
     expected = base[:, None] * alpha[:, None]
     m = out["completion_mask"].bool()
     assert torch.allclose(out["advantages"][m], expected.expand_as(m)[m], atol=1e-4)
+    # aem/drift: the theorem's drift estimated with response-level surprisals, per prompt (same state)
+    surprisal = span_sums(-logp, spans)
+    metrics = trainer._metrics["train"]
+    state = spans.row // 4
+    assert metrics["aem/drift_base"][-1] == pytest.approx(float(entropy_drift(base, surprisal, state)), rel=1e-3)
+    assert metrics["aem/drift"][-1] == pytest.approx(float(entropy_drift(base * alpha, surprisal, state)), rel=1e-3)
+    assert metrics["aem/drift_coverage"][-1] == 1.0
 
 
 def _train_pair(make_model, make_config, make_grpo_config, tokenizer, dataset, **aem_overrides):
@@ -279,6 +287,12 @@ def test_the_environment_form_still_works(make_model, make_config, tokenizer):
     assert trainer.env_factory is KeywordEnv
     with pytest.raises(TypeError, match="get_env"):
         AEMTrainer(make_model(), "keyword", config, processing_class=tokenizer)
+    with pytest.raises(TypeError, match="multiple values for argument 'args'"):
+        AEMTrainer(make_model(), KeywordEnv, config, args=config, processing_class=tokenizer)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'enviroment'"):
+        AEMTrainer(make_model(), enviroment=KeywordEnv, args=config, processing_class=tokenizer)
+    parameters = list(inspect.signature(AEMTrainer.__init__).parameters)
+    assert parameters[:4] == ["self", "model", "reward_funcs", "args"] and parameters[-2:] == ["env", "config"]
 
 
 def test_continuous_batching_control_arm_trains_and_aem_uses_trls_recompute_pass(

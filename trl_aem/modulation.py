@@ -6,18 +6,21 @@ tested exhaustively. Notation follows the paper:
 * a response span ``(i, t)`` is the model-generated text of turn ``t`` of trajectory ``i``;
 * ``h_j = -sum_v p(v) log p(v)`` is the full-vocabulary entropy of the temperature-scaled policy at
   token ``j`` of the span, ``Hbar[i,t] = mean_j h_j`` the span's mean token entropy;
-* ``S(a|s) = -log pi(a|s)`` is the surprisal of the sampled response (here, like ``Hbar``, per token);
+* ``S(a|s) = -log pi(a|s)`` is the surprisal of the sampled response (the sum of its token surprisals;
+  ``aem_statistic="surprisal"`` uses its per-token mean ``Sbar``, like ``Hbar``);
 * inside a group (all spans of the ``G`` rollouts of one task by default) the coefficient is
   ``Htil = (Hbar - min Hbar) / range``, ``w = exp(-lambda * Htil)``, ``alpha = w / mean_group(w)``,
   with ``alpha = 1`` for the whole group when ``range < min_range`` (noise guard);
 * the modulated advantage is ``A_aem[i,t] = alpha[i,t] * A_base[i,t]`` on every token of the span.
 
 Under a natural-gradient step the entropy change caused by response ``a`` is proportional to
-``A(a,s) * (S(a|s) - H(s))`` (the paper's theorem; :func:`entropy_drift` is its batch estimate).
+``A(a,s) * (S(a|s) - H(s))`` with ``H(s) = E_a[S(a|s)]`` the response-level entropy (the paper's theorem;
+:func:`entropy_drift` is its batch estimate).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import NamedTuple
 
@@ -29,10 +32,12 @@ __all__ = [
     "aem_coefficients",
     "broadcast_to_tokens",
     "compute_aem",
+    "conditioning_keys",
     "entropy_drift",
     "response_spans",
     "shuffle_within_groups",
     "span_means",
+    "span_sums",
     "token_entropy",
     "token_logprob",
 ]
@@ -268,17 +273,63 @@ def broadcast_to_tokens(span_values: torch.Tensor, spans: ResponseSpans, fill: f
     return out
 
 
-def entropy_drift(advantages: torch.Tensor, surprisal: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
-    """Batch estimate of the theorem's drift term ``E[A * (S - H)]`` over responses.
+def span_sums(values: torch.Tensor, spans: ResponseSpans) -> torch.Tensor:
+    """Sum of ``values`` (``(B, T)``) over each span's tokens; NaN for a span with a non-finite entry (a
+    response-level quantity such as the surprisal ``S(a|s) = sum_j -log pi(a_j)`` is undefined when a token's is)."""
+    if values.shape != spans.span_id.shape:
+        raise ValueError(f"values {tuple(values.shape)} and spans {tuple(spans.span_id.shape)} differ in shape")
+    sid = spans.span_id.to(values.device)
+    inside = sid >= 0
+    sums = torch.zeros(spans.num_spans, dtype=torch.float64, device=values.device)
+    return sums.index_add_(0, sid[inside], values[inside].double()).float()
 
-    ``surprisal`` and ``entropy`` are per-token means over each response (``Sbar`` and ``Hbar``):
-    along a sampled path the expected surprisal of a token equals its entropy, so ``Sbar - Hbar`` is a
-    low-variance estimate of ``(S - H_resp) / |a|``. Negative drift means the update lowers entropy
-    (exploitation), positive drift raises it (exploration). Non-finite responses are skipped; an empty
-    batch gives NaN.
+
+def conditioning_keys(
+    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor, spans: ResponseSpans
+) -> torch.Tensor:
+    """``(S,)`` int64 key of the tokens each response span was conditioned on (the row's unpadded prompt plus
+    its completion tokens before the span): two spans share a key exactly when they answered the same state
+    ``s``. Keys are 48-bit BLAKE2b digests, so they survive a float64 all-gather unchanged."""
+    prompt_ids, prompt_mask = prompt_ids.detach().cpu().long(), prompt_mask.detach().cpu().bool()
+    completions = completion_ids.detach().cpu().long().numpy()
+    keys, hasher, row, done = [], None, -1, 0
+    for span_row, start in zip(spans.row.tolist(), spans.start.tolist(), strict=True):
+        if span_row != row:
+            row, done = span_row, 0
+            hasher = hashlib.blake2b(prompt_ids[row][prompt_mask[row]].numpy().tobytes(), digest_size=6)
+        hasher.update(completions[row, done:start].tobytes())
+        done = start
+        keys.append(int.from_bytes(hasher.copy().digest(), "little"))
+    return torch.tensor(keys, dtype=torch.int64)
+
+
+def entropy_drift(advantages: torch.Tensor, surprisal: torch.Tensor, state_ids: torch.Tensor) -> torch.Tensor:
+    """Batch estimate of the theorem's drift ``E_s E_{a~pi(.|s)}[A(a,s) * (S(a|s) - H(s))]``.
+
+    Under a natural-gradient step the change of response-level entropy is proportional to this term (AEM.md):
+    ``S(a|s) = -log pi(a|s)`` is the *response-level* surprisal (``surprisal``: the sum over the response's
+    tokens) and ``H(s) = E_a[S(a|s)]`` the response-level entropy of the state. ``H(s)`` is estimated
+    leave-one-out from the other responses to the same state (same ``state_ids``, e.g. the GRPO group of one
+    prompt, or :func:`conditioning_keys`)::
+
+        drift = mean_i A_i * (S_i - mean_{k != i, s_k = s_i} S_k)
+
+    which, per state, is the sample covariance of ``S`` and ``A`` (``n - 1`` denominator): unbiased when the
+    responses of a state are independent draws and ``A`` is a function of the response. Responses alone in
+    their state carry no estimate of ``H(s)`` and are skipped, as are non-finite ones. Negative drift means the
+    update lowers entropy (exploitation), positive raises it (exploration). NaN when nothing is left.
     """
-    valid = torch.isfinite(advantages) & torch.isfinite(surprisal) & torch.isfinite(entropy)
+    if not (advantages.shape == surprisal.shape == state_ids.shape) or advantages.dim() != 1:
+        raise ValueError("advantages, surprisal and state_ids must be 1-D tensors of the same length")
+    valid = torch.isfinite(advantages) & torch.isfinite(surprisal)
     if not bool(valid.any()):
         return torch.tensor(float("nan"))
-    a, s, h = advantages[valid].double(), surprisal[valid].double(), entropy[valid].double()
-    return (a * (s - h)).mean().float()
+    a, s = advantages[valid].double(), surprisal[valid].double()
+    _, inv = torch.unique(state_ids[valid], return_inverse=True)
+    count = torch.zeros(int(inv.max()) + 1, dtype=torch.float64).index_add_(0, inv, torch.ones_like(s))
+    total = torch.zeros_like(count).index_add_(0, inv, s)
+    shared = count[inv] > 1
+    if not bool(shared.any()):
+        return torch.tensor(float("nan"))
+    others = (total[inv] - s) / (count[inv] - 1).clamp(min=1)
+    return (a * (s - others))[shared].mean().float()

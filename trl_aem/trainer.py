@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import inspect
 import logging
+import math
 import os
 import shutil
 import textwrap
@@ -42,10 +43,12 @@ from .modulation import (
     ResponseSpans,
     broadcast_to_tokens,
     compute_aem,
+    conditioning_keys,
     entropy_drift,
     response_spans,
     shuffle_within_groups,
     span_means,
+    span_sums,
 )
 from .rollout.trainer_env import EnvTrainingMixin, _as_list, _env_datasets, env_return
 from .sampling import SampledSegment, record_sampling_stats
@@ -54,7 +57,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["AEMTrainer", "AEM_CITATION"]
 
-RewardFunc = str | PreTrainedModel | Callable[..., list[float | None]]
 
 AEM_CITATION = textwrap.dedent("""\
     @article{zhao2026aem,
@@ -65,6 +67,10 @@ AEM_CITATION = textwrap.dedent("""\
     }""")
 
 
+# GRPOTrainer.__init__'s parameters after `model`, in order (reward_funcs, args, train_dataset, ...)
+_GRPO_PARAMETERS = list(inspect.signature(GRPOTrainer.__init__).parameters.values())[2:]
+
+
 @dataclass
 class SpanBatch:
     """Per-response quantities of one generation batch on this rank (``S`` spans)."""
@@ -72,6 +78,8 @@ class SpanBatch:
     spans: ResponseSpans
     entropy: torch.Tensor  # (S,) mean token entropy Hbar
     surprisal: torch.Tensor  # (S,) mean token surprisal Sbar
+    response_surprisal: torch.Tensor  # (S,) response-level surprisal S(a|s) = -log pi(a|s), the sum over tokens
+    state: torch.Tensor  # (S,) key of the conditioning tokens (same key = same state s)
     group: torch.Tensor  # (S,) global task-group id
     trajectory: torch.Tensor  # (S,) global trajectory (episode) id
     advantage: torch.Tensor  # (S,) base advantage of the span's row
@@ -110,28 +118,18 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
     def __init__(
         self,
         model: str | PreTrainedModel | PeftModel,
-        reward_funcs: RewardFunc | list[RewardFunc] | None = None,
-        args: GRPOConfig | None = None,
-        train_dataset=None,
-        eval_dataset=None,
-        processing_class=None,
-        reward_processing_classes=None,
-        callbacks=None,
-        optimizers=(None, None),
-        quantization_config=None,
-        peft_config=None,
-        tools=None,
-        rollout_func=None,
-        environment_factory=None,
-        *,
+        *positional: Any,
         env: Callable[[], Any] | None = None,
         config: GRPOConfig | None = None,
+        **named: Any,
     ):
-        # GRPOTrainer's parameters, names and positions unchanged (a drop-in for `trl.GRPOTrainer`), plus `env` and
-        # `config`. The multi-turn form `AEMTrainer(model, env, config)` passes the environment in `reward_funcs`'
-        # position and the config in `args`' position; `_split_env_argument` tells the two apart.
-        env, reward_funcs = _split_env_argument(env, reward_funcs)
-        config = _as_aem_config(args, config, model)
+        # GRPOTrainer's parameters by the same names and positions (see `__signature__` below the class), plus `env`
+        # and `config`. In the multi-turn form `AEMTrainer(model, env, config, reward_funcs=...)` the environment
+        # takes `reward_funcs`' position, which Python could not bind with a fixed signature.
+        call = _bind_grpo_arguments(positional, named, env)
+        env = call.pop("env")
+        config = _as_aem_config(call.pop("args"), config, model)
+        reward_funcs, train_dataset, eval_dataset = call["reward_funcs"], call["train_dataset"], call["eval_dataset"]
         if env is not None:
             if not callable(env):
                 raise TypeError(
@@ -145,7 +143,7 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
                 raise ValueError(
                     "AEMConfig: rollout_mode='step' supports multi_objective_aggregation='sum_then_normalize' only"
                 )
-        elif not reward_funcs and environment_factory is None and rollout_func is None:
+        elif not reward_funcs and call["environment_factory"] is None and call["rollout_func"] is None:
             raise ValueError(
                 "Single-turn training (env=None) needs `reward_funcs` to score completions (or TRL's "
                 "`environment_factory` whose environment owns the reward)."
@@ -163,22 +161,9 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
         self._wall_clock = WallClock()
         self.model_card_dataset: str | None = None  # a Hub dataset id for the card's `datasets`, when known
 
-        super().__init__(
-            model=model,
-            reward_funcs=reward_funcs,
-            args=config,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            reward_processing_classes=reward_processing_classes,
-            callbacks=[*(callbacks or []), self._wall_clock],
-            optimizers=optimizers,
-            quantization_config=quantization_config,
-            peft_config=peft_config,
-            tools=tools,
-            rollout_func=rollout_func,
-            environment_factory=environment_factory,
-        )
+        call.update(reward_funcs=reward_funcs, train_dataset=train_dataset, eval_dataset=eval_dataset)
+        call["callbacks"] = [*(call["callbacks"] or []), self._wall_clock]
+        super().__init__(model=model, args=config, **call)
         self._stats_source = self._resolve_stats_source()
         self._micro_weight = 1.0
         if env is not None:
@@ -361,6 +346,8 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
             spans=spans,
             entropy=span_means(token_entropy, spans).cpu(),
             surprisal=span_means(-token_logp, spans).cpu(),
+            response_surprisal=span_sums(-token_logp, spans).cpu(),
+            state=conditioning_keys(output["prompt_ids"], output["prompt_mask"], output["completion_ids"], spans),
             group=row_group.cpu()[spans.row],
             trajectory=row_trajectory.cpu()[spans.row],
             advantage=base.detach().float().cpu().view(-1)[spans.row],
@@ -375,23 +362,33 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
         """Gather every rank's spans, compute alpha on the whole batch (identically on every rank), log the
         metrics and return this rank's alpha (``None`` when ``use_aem=False``)."""
         args = self.args
-        fields = torch.stack(
-            [batch.entropy, batch.surprisal, batch.advantage, batch.group.double(), batch.trajectory.double()], dim=1
-        ).double()
+        columns = [
+            batch.entropy,
+            batch.surprisal,
+            batch.response_surprisal,
+            batch.advantage,
+            batch.group,
+            batch.trajectory,
+        ]
+        # state keys are < 2**48, exact in float64
+        fields = torch.stack([c.double() for c in [*columns, batch.state]], dim=1)
         full, counts = gather_ragged(fields, self.accelerator)
         full = full.cpu()
-        entropy, surprisal, advantage = full[:, 0], full[:, 1], full[:, 2]
-        group, trajectory = full[:, 3].long(), full[:, 4].long()
+        entropy, surprisal, response_surprisal, advantage = full[:, 0], full[:, 1], full[:, 2], full[:, 3]
+        group, trajectory, state = full[:, 4].long(), full[:, 5].long(), full[:, 6].long()
         stat = entropy if args.aem_statistic == "entropy" else surprisal
         metrics = self._metrics[mode]
         finite = torch.isfinite(stat)
         metrics["aem/missing_frac"].append(float((~finite).float().mean()) if stat.numel() else 0.0)
         if bool(torch.isfinite(entropy).any()):
             metrics["aem/response_entropy"].append(float(entropy[torch.isfinite(entropy)].mean()))
-        drift_base = entropy_drift(advantage, surprisal, entropy)
+        if state.numel():  # responses that share their state with another one: those the drift estimate uses
+            _, inverse, counts = torch.unique(state, return_inverse=True, return_counts=True)
+            metrics["aem/drift_coverage"].append(float((counts[inverse] > 1).float().mean()))
+        drift_base = float(entropy_drift(advantage, response_surprisal, state))
 
         if not args.use_aem:
-            metrics["aem/drift"].append(float(drift_base))
+            _log_finite(metrics, "aem/drift", drift_base)
             return None
 
         if args.aem_scope == "group":
@@ -414,8 +411,8 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
             metrics["aem/alpha_min"].append(float(valid.min()))
             metrics["aem/alpha_max"].append(float(valid.max()))
             metrics["aem/guarded_frac"].append(float(result.group_guarded.float().mean()))
-        metrics["aem/drift"].append(float(entropy_drift(advantage * alpha.double(), surprisal, entropy)))
-        metrics["aem/drift_base"].append(float(drift_base))
+        _log_finite(metrics, "aem/drift", float(entropy_drift(advantage * alpha.double(), response_surprisal, state)))
+        _log_finite(metrics, "aem/drift_base", drift_base)
 
         start = int(counts[: self.accelerator.process_index].sum())
         return alpha[start : start + batch.spans.num_spans]
@@ -609,35 +606,75 @@ class AEMTrainer(EnvTrainingMixin, GRPOTrainer):
         super().log(logs, start_time)
 
 
-def _split_env_argument(env, reward_funcs) -> tuple[Any, Any]:
-    """``(env, reward_funcs)`` from the two ways of calling: ``AEMTrainer(model, env, config)`` puts the environment
-    factory in ``reward_funcs``' position. A class with ``reset`` and ``step`` or a callable that needs no argument
-    is an environment factory; reward functions take the completions (TRL calls them with keyword arguments)."""
-    if env is not None or reward_funcs is None:
-        return env, reward_funcs
-    if isinstance(reward_funcs, str):
+# What `inspect.signature`, IDEs and `help()` show: GRPOTrainer's parameters, then `env` and `config`.
+AEMTrainer.__init__.__signature__ = inspect.Signature(
+    [
+        *list(inspect.signature(GRPOTrainer.__init__).parameters.values())[:2],
+        *_GRPO_PARAMETERS,
+        inspect.Parameter("env", inspect.Parameter.KEYWORD_ONLY, default=None),
+        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None),
+    ]
+)
+
+
+def _log_finite(metrics: dict[str, list[float]], key: str, value: float) -> None:
+    """Log ``value`` unless it is NaN/inf (e.g. a drift with no two responses to the same state this batch)."""
+    if math.isfinite(value):
+        metrics[key].append(value)
+
+
+def _bind_grpo_arguments(positional: tuple, named: dict[str, Any], env: Any) -> dict[str, Any]:
+    """GRPOTrainer's arguments by name (defaults filled in) plus ``env``, from a call in either form:
+    ``AEMTrainer(model, reward_funcs, args, train_dataset, ...)`` as for ``GRPOTrainer``, or
+    ``AEMTrainer(model, env, config, ...)``, where an environment factory takes ``reward_funcs``' position."""
+    names = [p.name for p in _GRPO_PARAMETERS]
+    if len(positional) > len(names):
+        raise TypeError(f"AEMTrainer takes at most {len(names) + 1} positional arguments, got {len(positional) + 1}")
+    slots = list(names)
+    if positional and env is None and _is_env_factory(positional[0]):
+        slots[0] = "env"
+    call: dict[str, Any] = dict(zip(slots[: len(positional)], positional, strict=True))
+    for name, value in named.items():
+        if name not in names:
+            raise TypeError(f"AEMTrainer got an unexpected keyword argument {name!r}")
+        if name in call:
+            raise TypeError(f"AEMTrainer got multiple values for argument {name!r}")
+        call[name] = value
+    if env is not None and "env" in call:
+        raise TypeError("AEMTrainer got multiple values for argument 'env'")
+    call.setdefault("env", env)
+    for parameter in _GRPO_PARAMETERS:
+        call.setdefault(parameter.name, parameter.default)
+    return call
+
+
+def _is_env_factory(value: Any) -> bool:
+    """Whether the second positional argument is an environment factory rather than ``reward_funcs``: a class (reward
+    functions are functions or instances) or a callable that needs no argument (reward functions take the
+    completions). A built-in environment's name is refused: as a string it would be read as a reward model id."""
+    if isinstance(value, str):
         from .envs import ENVIRONMENTS
 
-        if reward_funcs in ENVIRONMENTS and not os.path.exists(reward_funcs):
+        if value in ENVIRONMENTS and not os.path.exists(value):
             raise TypeError(
-                f"{reward_funcs!r} is read as a reward model id; for the built-in environment pass its class: "
-                f"env=trl_aem.envs.get_env({reward_funcs!r}) (env must be a zero-argument callable returning a "
-                "TextEnv)"
+                f"{value!r} would be read as a reward model id; pass the environment itself: "
+                f"env=trl_aem.envs.get_env({value!r}) (env must be a zero-argument callable returning a TextEnv)"
             )
-        return None, reward_funcs
-    if isinstance(reward_funcs, (list, tuple, torch.nn.Module)) or not callable(reward_funcs):
-        return None, reward_funcs
-    if isinstance(reward_funcs, type):
-        return reward_funcs, None  # a class is a factory (reward functions are functions or instances)
+        return False
+    if isinstance(value, (list, tuple, torch.nn.Module)) or not callable(value):
+        return False
+    if isinstance(value, type):
+        return True
     try:
-        required = [
-            p
-            for p in inspect.signature(reward_funcs).parameters.values()
-            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        ]
+        parameters = inspect.signature(value).parameters.values()
     except (TypeError, ValueError):  # no signature (some builtins): leave it to GRPOTrainer
-        return None, reward_funcs
-    return (reward_funcs, None) if not required else (None, reward_funcs)
+        return False
+    kinds = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    return not any(p.default is p.empty and p.kind in kinds for p in parameters)
 
 
 def _as_aem_config(args: GRPOConfig | None, config: GRPOConfig | None, model) -> AEMConfig:
