@@ -43,6 +43,8 @@ def test_tool_loop_rows_get_one_alpha_per_model_span(make_model, make_config, to
     trainer._last_rollout_ids = (prompts, completions, masks)
     width = max(map(len, completions))
     output = {
+        "prompt_ids": torch.tensor(prompts),
+        "prompt_mask": torch.ones(2, 3, dtype=torch.long),
         "completion_ids": torch.tensor([c + [0] * (width - len(c)) for c in completions]),
         "completion_mask": torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in completions]),
         "tool_mask": torch.tensor([m + [1] * (width - len(m)) for m in masks]),

@@ -318,3 +318,24 @@ def test_continuous_batching_control_arm_trains_and_aem_uses_trls_recompute_pass
     assert aem._stats_source == "recompute"
     aem.train()
     assert logged(aem, "aem/missing_frac") == [0.0] and logged(aem, "aem/alpha_std")[0] > 0
+
+
+@pytest.mark.parametrize("model_kind", ["plain", "peft"])
+def test_recorded_statistics_are_the_policys_under_repetition_penalty(
+    make_model, make_config, tokenizer, prompt_dataset, model_kind
+):
+    """transformers applies ``repetition_penalty`` to the logits it samples from; the recorder reads the policy's own
+    distribution (what TRL's loss and the vLLM recompute pass use), so recorded entropies equal the training
+    forward's."""
+    peft_config = None
+    if model_kind == "peft":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    config = make_config(repetition_penalty=3.0, max_steps=1, temperature=0.9)
+    trainer = AEMTrainer(
+        make_model(), length_reward, config, prompt_dataset, processing_class=tokenizer, peft_config=peft_config
+    )
+    trainer.train()
+    first = trainer.state.log_history[0]
+    assert first["aem/response_entropy"] == pytest.approx(first["entropy"], abs=1e-4)  # penalised: 2e-3 off

@@ -5,9 +5,11 @@ exist inside ``model.generate``; :class:`SamplingStatsRecorder` is a ``LogitsPro
 reduces them to two numbers per row and step (entropy and, one step later, the sampled token's
 log-prob) and returns the scores unchanged. No extra forward pass, no stored ``(B, T, V)`` logits.
 
-transformers merges user logits processors *before* the sampling warpers (temperature, top-k, top-p),
-so the recorder sees the model's logits (after repetition penalty / suppression, if configured) and
-applies the sampling temperature itself: the same ``softmax(logits / T)`` that TRL's loss uses.
+The recorder is the first logits processor ``generate`` runs, so it sees the model's own logits, before
+``repetition_penalty``, ``no_repeat_ngram_size``, suppressed tokens and the sampling warpers (top-k, top-p),
+and applies the sampling temperature itself: the policy ``softmax(logits / T)`` that TRL's loss and the vLLM
+recompute pass use. With a repetition penalty the tokens are *sampled* from the penalised distribution, but
+the statistic AEM normalises is the policy's, the same on every back end.
 """
 
 from __future__ import annotations
@@ -86,14 +88,19 @@ class SampledSegment:
 def record_sampling_stats(model: torch.nn.Module, temperature: float) -> Iterator[SamplingStatsRecorder]:
     """Make every ``model.generate`` call inside the block also feed a :class:`SamplingStatsRecorder`.
 
-    ``generate`` is wrapped on this instance only (removed on exit), so the model class, other models
-    and TRL's own call to ``unwrapped_model.generate(**inputs, generation_config=...)`` stay untouched.
-    Several ``generate`` calls in one block are not supported (the recorder would mix them): open one
-    block per call.
+    ``generate`` is wrapped on this instance only (removed on exit), and so is ``_get_logits_processor`` of the
+    transformers model that runs the sampling loop (the base model of a PEFT model), which puts the recorder first
+    in the processor list; the model class, other models and TRL's own call to
+    ``unwrapped_model.generate(**inputs, generation_config=...)`` stay untouched. Several ``generate`` calls in one
+    block are not supported (the recorder would mix them): open one block per call.
     """
     recorder = SamplingStatsRecorder(temperature)
-    had_instance_attr = "generate" in vars(model)
-    original = model.generate
+    sampler = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    if not callable(getattr(sampler, "_get_logits_processor", None)):
+        raise RuntimeError(
+            f"record_sampling_stats: {type(sampler).__name__} has no `_get_logits_processor` (transformers' "
+            "GenerationMixin); this transformers version is outside the range trl_aem supports"
+        )
     calls = 0
 
     def generate(*args, **kwargs):
@@ -101,18 +108,35 @@ def record_sampling_stats(model: torch.nn.Module, temperature: float) -> Iterato
         calls += 1
         if calls > 1:
             raise RuntimeError("record_sampling_stats: one generate call per block")
-        processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
-        processors.append(recorder)
-        output = original(*args, logits_processor=processors, **kwargs)
+        output = original_generate(*args, **kwargs)
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         recorder.finish(sequences)
         return output
 
-    model.generate = generate
-    try:
+    def get_logits_processor(*args, **kwargs) -> LogitsProcessorList:
+        # replaces GenerationMixin._get_logits_processor for this call: its list with the recorder first
+        processors = original_processors(*args, **kwargs)
+        processors.insert(0, recorder)
+        return processors
+
+    original_generate, original_processors = model.generate, sampler._get_logits_processor
+    with (
+        _instance_attribute(model, "generate", generate),
+        _instance_attribute(sampler, "_get_logits_processor", get_logits_processor),
+    ):
         yield recorder
+
+
+@contextmanager
+def _instance_attribute(obj: object, name: str, value: object) -> Iterator[None]:
+    """Set ``obj.name = value`` on the instance for the block, then restore exactly what was there."""
+    had = name in vars(obj)
+    previous = vars(obj).get(name)
+    setattr(obj, name, value)
+    try:
+        yield
     finally:
-        if had_instance_attr:
-            model.generate = original
+        if had:
+            setattr(obj, name, previous)
         else:
-            del model.generate
+            delattr(obj, name)
