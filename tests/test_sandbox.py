@@ -3,8 +3,10 @@ memory bombs, endless loops, gigantic output, escaping paths; and it always clea
 
 import contextlib
 import ctypes
+import errno
 import inspect
 import json
+import logging
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ import time
 
 import pytest
 
+from trl_aem.envs.swe import bounds, cleanup
 from trl_aem.envs.swe import sandbox as sandbox_module
 from trl_aem.envs.swe.patch import PatchError, check_patch_paths
 from trl_aem.envs.swe.sandbox import (
@@ -71,6 +74,30 @@ IPC_PROBE = (
     "python3 -c 'import ctypes; print(\"shmid=%d\" % ctypes.CDLL(None).shmget(0, 4096, 0o1600))'; "
     "readlink /proc/self/ns/ipc /proc/self/ns/uts"
 )
+# What a command may ask of the kernel beyond its namespaces: {what: "ok" or the errno}. vsock reaches the
+# hypervisor's host, netlink kernel subsystems, io_uring makes sockets without socket(2), a user namespace
+# gives every capability over new namespaces.
+KERNEL_PROBE = r"""python3 - <<'EOF'
+import ctypes, json, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+for name, kind in (("AF_VSOCK", socket.SOCK_STREAM), ("AF_NETLINK", socket.SOCK_RAW), ("AF_PACKET", socket.SOCK_RAW),
+                   ("AF_UNIX", socket.SOCK_STREAM), ("AF_INET", socket.SOCK_STREAM), ("AF_INET6", socket.SOCK_DGRAM)):
+    try:
+        socket.socket(getattr(socket, name), kind).close()
+        out[name] = "ok"
+    except OSError as error:
+        out[name] = error.errno
+try:
+    socket.socketpair(socket.AF_UNIX)
+    out["socketpair"] = "ok"
+except OSError as error:
+    out["socketpair"] = error.errno
+out["io_uring"] = "ok" if libc.syscall(425, 8, ctypes.create_string_buffer(120)) >= 0 else ctypes.get_errno()
+out["userns"] = "ok" if libc.unshare(0x10000000) == 0 else ctypes.get_errno()
+print("KERNEL " + json.dumps(out))
+EOF
+unshare --user true 2>/dev/null && echo UNSHARE-USER-OK"""
 
 
 def live_cmdlines(token: str) -> list:
@@ -106,6 +133,7 @@ HELPERS = (
             ("SURVIVORS_TIMEOUT", SURVIVORS_TIMEOUT),
             ("SURVIVORS_DONE", SURVIVORS_DONE),
             ("IPC_PROBE", IPC_PROBE),
+            ("KERNEL_PROBE", KERNEL_PROBE),
         ]
     )
     + "\n\n"
@@ -275,6 +303,125 @@ def test_ipc_and_hostname_are_private():
     assert os.readlink("/proc/self/ns/uts") not in result.output
 
 
+# three processes holding 250 MiB each at the same time; each prints "released" only if it was not killed
+HOLDERS = (
+    'for i in 1 2 3; do python3 -c \'import time; x = b"x" * (250 << 20); time.sleep(1); print("released")\' & done; '
+    "wait"
+)
+
+
+def test_total_memory_of_the_sandbox_is_bounded():
+    # issue 17: RLIMIT_AS is per process; 3 processes of 1 GiB held 3 GiB under a 2 GiB limit
+    with make(memory_bytes=1 << 30, total_memory_bytes=600 << 20) as box:
+        result = box.run(HOLDERS)
+        assert result.output.splitlines().count("released") <= 2, (box.bounds, result.output)
+        if box.cgroup is not None:  # this machine: a cgroup holds the whole sandbox
+            assert box.bounds["memory"].startswith("cgroup v")
+            assert box.run("cat /proc/self/cgroup").output.count(os.path.basename(box.root)) >= 1
+        # one process still gets what it asks for within the budget
+        assert box.run(HOLDERS.replace("1 2 3", "1")).output.splitlines() == ["released"]
+
+
+class FakeSpawner:
+    """A spawner whose thread could not install the seccomp filter (another architecture, an old kernel)."""
+
+    applied, description = False, "test: no seccomp here"
+
+    def popen(self, argv, **kwargs):
+        return subprocess.Popen(argv, **kwargs)
+
+
+def test_missing_mechanisms_fall_back_and_say_so(monkeypatch, caplog):
+    # never silently weaker: each bound the machine cannot give is replaced, listed and logged
+    monkeypatch.setattr(sandbox_module, "make_cgroup", lambda *a: (None, "test: no memory controller"))
+    monkeypatch.setattr(sandbox_module, "mount_tmpfs", lambda *a: "test: no tmpfs")
+    monkeypatch.setattr(sandbox_module, "spawner", lambda **k: FakeSpawner())
+    with caplog.at_level(logging.WARNING, logger=sandbox_module.__name__):
+        box = make(total_memory_bytes=1 << 30, fallback_processes=8)
+    try:
+        assert {w.split(":")[0] for w in box.weakened} >= {"memory", "disk", "syscalls"}
+        assert "test: no memory controller" in box.bounds["memory"] and "8 processes" in box.bounds["memory"]
+        assert "--as=134217728" in box.argv("true") and "--nproc=8" in box.argv("true")  # 8 x 128 MiB = 1 GiB
+        assert "test: no tmpfs" in box.bounds["disk"] and "RLIMIT_FSIZE" in box.bounds["disk"]
+        assert "test: no seccomp here" in box.bounds["syscalls"]
+        if box.mode == "root":
+            assert box.bounds["user_namespaces"].startswith("NOT BOUNDED")
+        logged = caplog.text
+        assert "test: no memory controller" in logged and "test: no tmpfs" in logged and "no seccomp" in logged
+        # and commands still run, within the fallback bounds
+        assert box.run("echo ok").output.strip() == "ok"
+        result = box.run("python3 -c 'x = bytearray(200 << 20)'")
+        assert result.exit_code != 0 and "MemoryError" in result.output
+    finally:
+        box.close()
+
+
+def test_socket_families_io_uring_and_user_namespaces_are_refused():
+    # issue 17: vsock sockets (the hypervisor's host side) and user namespaces worked inside the jail
+    with make() as box:
+        result = box.run(KERNEL_PROBE)
+        kernel = json.loads(result.output.split("KERNEL ", 1)[1].splitlines()[0])
+        assert box.bounds["syscalls"].startswith("seccomp filter"), box.bounds
+    for family in ("AF_VSOCK", "AF_NETLINK", "AF_PACKET"):
+        assert kernel[family] == errno.EAFNOSUPPORT, kernel
+    assert kernel["AF_UNIX"] == kernel["AF_INET"] == kernel["socketpair"] == "ok", kernel
+    assert kernel["AF_INET6"] in ("ok", errno.EAFNOSUPPORT)  # as the kernel has it
+    assert kernel["io_uring"] == errno.ENOSYS, kernel  # its IORING_OP_SOCKET would bypass the family check
+    assert kernel["userns"] in (errno.EPERM, errno.ENOSPC), kernel
+    assert "UNSHARE-USER-OK" not in result.output
+    # the filter is on the spawner thread only: the trainer's own threads keep every family
+    socket_module = __import__("socket")
+    socket_module.socket(socket_module.AF_NETLINK, socket_module.SOCK_RAW).close()
+    opened = []
+
+    def open_netlink():
+        socket_module.socket(socket_module.AF_NETLINK, socket_module.SOCK_RAW).close()
+        opened.append(True)
+
+    thread = threading.Thread(target=open_netlink)
+    thread.start()
+    thread.join()
+    assert opened == [True]
+
+
+def outside_tmp_dir() -> str:
+    """A fresh directory outside /tmp, /var/tmp, /dev/shm, the home directory and the checkout (root: under
+    /var/lib; otherwise the home directory, the only place an ordinary user can write)."""
+    parent = "/var/lib" if os.geteuid() == 0 else os.path.expanduser("~")
+    return tempfile.mkdtemp(prefix="trl-aem-test-base-", dir=parent)
+
+
+def test_other_sandboxes_are_hidden_wherever_tmpdir_points():
+    # issue 17: with TMPDIR outside /tmp, a sandbox could read the other episodes' sandboxes next to it
+    base = outside_tmp_dir()
+    try:
+        with Sandbox(None, base_dir=base) as first, Sandbox(None, base_dir=base) as second:
+            first.write_text("secret.txt", "FIRST-EPISODE-SECRET\n")
+            listing = second.run(f"ls -a {base}; find {base} -maxdepth 3").output
+            assert os.path.basename(first.root) not in listing
+            assert os.path.basename(second.root) in listing  # its own sandbox is still there
+            assert "FIRST-EPISODE-SECRET" not in second.run(f"cat {first.repo}/secret.txt").output
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_trl_aem_package_is_masked_where_it_would_be_visible(monkeypatch):
+    # issue 17: the package's task sources and gold patches are an answer key. An installed package lies in
+    # a site-packages bound back into the jail: the package directory itself is masked. (Here the package
+    # comes from the checkout, which is hidden as a whole; unhide it to see the mask at work.)
+    package = sandbox_module._package_dir()
+    assert package is not None
+    probe = f"ls -A {package} 2>/dev/null | wc -l; head -c 100 {package}/envs/swe/offline_tasks.json 2>&1"
+    with make() as box:
+        hidden = box.run(probe).output
+    monkeypatch.setattr(sandbox_module, "_source_checkout", lambda package: None)
+    with make() as box:
+        assert box.run(f"ls {os.path.dirname(package)}").output.strip()  # the checkout is visible now...
+        masked = box.run(probe).output
+    for output in (hidden, masked):  # ...but not the package: empty, no task file
+        assert output.splitlines()[0] == "0" and "No such file or directory" in output, output
+
+
 def read_in_thread(function, *args, seconds: float = 10.0):
     """``function(*args)``'s result or exception, or "hung" if it does not return within ``seconds``."""
     out = []
@@ -306,7 +453,8 @@ def test_file_tools_refuse_fifos_and_devices():
         if box.mode == "root":  # a device node (only root can make one): /dev/null's numbers
             os.mknod(os.path.join(box.repo, "dev"), stat.S_IFCHR | 0o666, os.makedev(1, 3))
             for call in (lambda: box.read_text("dev"), lambda: box.write_text("dev", "x")):
-                with pytest.raises(OSError, match="not a regular file"):
+                # refused by the tool, or by the workspace's nodev tmpfs before that
+                with pytest.raises(OSError, match="not a regular file|Permission denied"):
                     call()
         # regular files still work, a directory is still a directory
         box.write_text("ok.txt", "fine\n")
@@ -393,47 +541,109 @@ def test_git_apply_inside_the_jail_cannot_write_outside(tmp_path):
         assert not (tmp_path / "pwned").exists()
 
 
-def test_cleanup_on_close_gc_and_after_a_crash(tmp_path):
+# a Python program that imports the sandbox without trl_aem's package (no torch: starts in a blink)
+STANDALONE = (
+    "import importlib, os, signal, sys, time, types\n"
+    "package = types.ModuleType('swebox')\n"
+    f"package.__path__ = [{os.path.dirname(sandbox_module.__file__)!r}]\n"
+    "sys.modules['swebox'] = package\n"
+    "Sandbox = importlib.import_module('swebox.sandbox').Sandbox\n"
+)
+
+
+def deep_tree(top: str, levels: int, name: str = "d") -> None:
+    """``levels`` nested directories under ``top`` (by descriptor: deeper than PATH_MAX allows by path)."""
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for _ in range(levels):
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        os.close(os.open("leaf.pyc", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+def test_cleanup_on_close_and_gc():
     box = make()
     root = box.root
     box.run("echo x > file")
     box.close()
-    assert not os.path.exists(root) and box.closed
+    assert not os.path.exists(root) and box.closed and not os.path.exists(root + sandbox_module.LOCK_SUFFIX)
     box = make()
     root = box.root
     del box
     assert not os.path.exists(root)
-    # a process killed with SIGKILL leaves its directory behind; the next process sweeps it
+
+
+def test_remove_tree_handles_any_depth(tmp_path):
+    # regression (issue 17): shutil.rmtree and os.walk recurse and raised RecursionError on a deep tree
+    top = tmp_path / "top"
+    top.mkdir()
+    deep_tree(str(top), 3000, name="d" * 20)  # 63000 characters of path: past PATH_MAX as well
+    (top / "ro").mkdir()
+    (top / "ro" / "file").write_text("x")
+    (top / "ro").chmod(0o500)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("keep")
+    (top / "link").symlink_to(outside)
+    assert cleanup.remove_tree(str(top)) and not top.exists()
+    assert (outside / "keep").read_text() == "keep"  # a symlink is removed, never followed
+    assert cleanup.remove_tree(str(top))  # already gone: fine
+
+
+def test_the_stale_sweep_removes_only_sandboxes_whose_owner_is_gone(tmp_path, monkeypatch):
+    # issue 17: the sweep judged owners by PID (meaningless across PID namespaces, reusable) and removed the
+    # sandboxes of live processes; now only a free lock (its owner died) proves an owner gone
     base = tmp_path / "base"
     base.mkdir()
-    code = (
-        "import os, signal\n"
-        "from trl_aem.envs.swe.sandbox import Sandbox\n"
+    crash = STANDALONE + (
         f"box = Sandbox(None, base_dir={str(base)!r})\n"
+        "os.chdir(box.repo)\n"
+        "for _ in range(1200): os.mkdir('d'); os.chdir('d')\n"  # a deep tree left behind as well
         "print(box.root, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL
+    proc = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
     orphan = proc.stdout.strip()
-    assert os.path.isdir(orphan)
-    # directories of another boot or PID namespace (a container sharing /tmp) are not this process's to
-    # judge: a PID dead here may be alive there
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    foreign = base / f"{sandbox_module.PREFIX}{dead.pid}-0123456789ab-x"
-    untagged = base / f"{sandbox_module.PREFIX}{dead.pid}-x"
-    ours = base / f"{sandbox_module.PREFIX}{dead.pid}-{sandbox_module._owner_tag()}-x"
-    for path in (foreign, untagged, ours):
-        path.mkdir()
-    assert sandbox_module._owner_tag() != "0123456789ab"
-    sandbox_module._swept = False
-    survivor = Sandbox(None, base_dir=str(base))
+    assert os.path.isdir(orphan) and os.path.exists(orphan + sandbox_module.LOCK_SUFFIX)
+    live_code = (
+        STANDALONE + f"box = Sandbox(None, base_dir={str(base)!r})\nprint(box.root, flush=True)\ntime.sleep(60)\n"
+    )
+    live = subprocess.Popen([sys.executable, "-c", live_code], stdout=subprocess.PIPE, text=True)
+    survivor = None
     try:
-        assert not os.path.exists(orphan) and os.path.isdir(survivor.root)
-        assert foreign.is_dir() and untagged.is_dir() and not ours.exists()
+        alive = live.stdout.readline().strip()
+        assert os.path.isdir(alive)
+        legacy = base / f"{sandbox_module.PREFIX}1-0123456789ab-x"  # no lock: an older version's, or unknown
+        legacy.mkdir()
+
+        def every_pid_looks_dead(pid, sig):  # as a PID of another PID namespace would
+            raise ProcessLookupError(pid)
+
+        monkeypatch.setattr(os, "kill", every_pid_looks_dead)
+        sandbox_module._swept.discard(str(base))
+        survivor = Sandbox(None, base_dir=str(base))
+        monkeypatch.undo()
+        assert not os.path.lexists(orphan) and not os.path.exists(orphan + sandbox_module.LOCK_SUFFIX)
+        assert os.path.isdir(alive) and legacy.is_dir() and os.path.isdir(survivor.root)
+        _, parents, _ = bounds.cgroup_parents()
+        assert not any(os.path.exists(os.path.join(d, os.path.basename(orphan))) for d in parents.values())
+        # once the live owner is gone, its sandbox goes with the next sweep
+        live.kill()
+        live.wait()
+        sandbox_module._swept.discard(str(base))
+        Sandbox(None, base_dir=str(base)).close()
+        assert not os.path.lexists(alive) and legacy.is_dir()
     finally:
-        survivor.close()
+        monkeypatch.undo()
+        live.kill()
+        live.wait()
+        if survivor is not None:
+            survivor.close()
 
 
 def test_refuses_without_namespaces_unless_opted_out(monkeypatch):
@@ -470,15 +680,18 @@ def test_commands_in_different_sandboxes_run_concurrently():
 
 
 USERNS_PROBE = """
-import importlib.util, json, os, sys
+import importlib, json, os, sys, types
 sys.path.insert(0, os.path.dirname(sys.argv[2]))
-from sandbox_probe_helpers import IPC_PROBE, SURVIVORS_DONE, SURVIVORS_TIMEOUT, live_cmdlines
-spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
-sandbox = sys.modules["sandbox"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sandbox)  # only the standard library: no trl_aem / torch import as nobody
+from sandbox_probe_helpers import IPC_PROBE, KERNEL_PROBE, SURVIVORS_DONE, SURVIVORS_TIMEOUT, live_cmdlines
+# the sandbox and its helper modules only (standard library): no trl_aem / torch import as nobody
+package = types.ModuleType("swebox")
+package.__path__ = [os.path.dirname(sys.argv[1])]
+sys.modules["swebox"] = package
+sandbox = importlib.import_module("swebox.sandbox")
 os.environ["HF_TOKEN"] = "hf_env_secret"
 with sandbox.Sandbox(None, limits=sandbox.SandboxLimits(timeout=4, processes=64)) as box:
-    out = {"mode": box.mode, "uid": os.getuid()}
+    out = {"mode": box.mode, "uid": os.getuid(), "bounds": box.bounds}
+    out["kernel"] = box.run(KERNEL_PROBE).output
     out["write"] = box.run("echo hi > x && cat x; echo y > /etc/pwned; echo $?").output
     out["env"] = box.run("env; cat /proc/*/environ").output
     out["net"] = box.run("bash -c 'echo > /dev/tcp/1.1.1.1/80' 2>&1; echo rc=$?").output
@@ -532,6 +745,16 @@ def test_unprivileged_user_namespace_mode():
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["mode"] == "userns" and out["uid"] == 65534
+    # the filter is on in this mode too; nested user namespaces are refused by the jail's own sysctl
+    kernel = json.loads(out["kernel"].split("KERNEL ", 1)[1].splitlines()[0])
+    assert kernel["AF_VSOCK"] == kernel["AF_NETLINK"] == errno.EAFNOSUPPORT, kernel
+    assert kernel["AF_UNIX"] == kernel["AF_INET"] == kernel["socketpair"] == "ok", kernel
+    assert kernel["io_uring"] == errno.ENOSYS and kernel["userns"] != "ok", kernel
+    assert "UNSHARE-USER-OK" not in out["kernel"]
+    assert out["bounds"]["user_namespaces"].startswith("refused: user.max_user_namespaces=0"), out["bounds"]
+    # nobody cannot make cgroups or mount a tmpfs: the fallbacks are applied and said so
+    assert out["bounds"]["memory"].startswith("NOT BOUNDED by a cgroup") and "fallback" in out["bounds"]["memory"]
+    assert out["bounds"]["disk"].startswith("NOT BOUNDED as a whole")
     assert out["write"].startswith("hi\n") and "Read-only file system" in out["write"]
     assert "hf_env_secret" not in out["env"] and "HF_TOKEN" not in out["env"]
     assert "rc=0" not in out["net"] and "unreachable" in out["net"]

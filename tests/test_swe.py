@@ -4,16 +4,19 @@ real-task loading, the Docker back end's commands, concurrency through the EnvPo
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
 from trl_aem.envs import ENVIRONMENTS, EnvCall, EnvPool, SWEEnv, get_env
-from trl_aem.envs.swe import SCHEMA, generator, load_tasks, normalize_task, offline_tasks, parse_action
+from trl_aem.envs.swe import SCHEMA, cleanup, generator, load_tasks, normalize_task, offline_tasks, parse_action
 from trl_aem.envs.swe import docker as swe_docker
 from trl_aem.envs.swe.patch import apply_patch
+from trl_aem.envs.swe.sandbox import SandboxLimits
 from trl_aem.envs.swe.workspace import LocalWorkspace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -266,6 +269,160 @@ def test_episodes_run_concurrently_in_the_env_pool():
         assert all(o.ok and o.value.done and o.value.reward == 1.0 for o in outcomes)
     finally:
         pool.close()
+
+
+# ---------------------------------------------------------------------------- attacks (issue 17)
+# What an RL policy could learn to do through step(): each of these got through once.
+def test_the_answer_key_is_out_of_reach():
+    # the pristine sources shipped in trl_aem's package (and its checkout's git history) were readable:
+    # copying the pristine file over the buggy one earned reward 1 without a fix
+    from trl_aem.envs.swe.patch import check_patch_paths
+    from trl_aem.envs.swe.sandbox import _package_dir, _source_checkout
+
+    env = SWEEnv()
+    try:
+        task = sample_tasks(4, seed=5)[0]
+        (path,) = check_patch_paths(task["bug_patch"])
+        pristine = generator.PROJECTS_DIR / task["project"] / path
+        checkout = _source_checkout(_package_dir()) or "/nonexistent"
+        env.reset(task)
+        attack = (
+            f"cp {pristine} {path}; cat {generator.SHIPPED_CACHE} | head -c 300; ls -A {_package_dir()}; "
+            f"git --git-dir={checkout}/.git -c safe.directory='*' show HEAD:trl_aem/envs/swe/offline_tasks.json "
+            "| head -c 300"
+        )
+        result = env.step(tool("bash", command=attack))
+        assert '"fingerprint"' not in result.observation and "bug_patch" not in result.observation
+        assert env.workspace.read_text(path) != pristine.read_text()  # nothing was copied
+        result = env.step(tool("submit"))
+        assert result.done and result.reward == 0.0
+    finally:
+        env.close()
+
+
+def test_a_deep_directory_neither_crashes_nor_leaks():
+    # a 1200-level directory (in the repo and in tests/, with bytecode at the bottom), then submit: the
+    # recursive bytecode cleanup raised RecursionError out of step(), reset() failed removing the tree
+    env = SWEEnv()
+    try:
+        task = sample_tasks(4, seed=6)[0]
+        env.reset(task)
+        root = env.workspace.sandbox.root
+        deep = "import os\nfor _ in range(1200):\n    os.mkdir('d'); os.chdir('d')\nopen('x.pyc', 'w').close()\n"
+        result = env.step(tool("create", path="deep.py", file_text=deep))
+        assert not result.info["invalid"], result.observation
+        result = env.step(tool("bash", command="python deep.py && cd tests && python ../deep.py && echo built"))
+        assert "built" in result.observation, result.observation
+        result = env.step(tool("view", path="."))  # the listing walks only two levels
+        assert not result.info["invalid"] and "deep.py" in result.observation
+        result = env.step(tool("submit"))
+        assert result.done and result.reward == 0.0 and "error" not in result.info, result.info
+        env.reset(sample_tasks(4, seed=6)[1])  # removes the old tree, however deep
+        assert not os.path.lexists(root) and not os.path.lexists(root + ".lock")
+        assert os.path.isdir(env.workspace.sandbox.root)
+    finally:
+        env.close()
+
+
+def test_step_never_raises_whatever_fails():
+    # any failure of a step is an invalid action or an ended episode, never an exception
+    env = SWEEnv()
+    try:
+        env.reset(sample_tasks(4, seed=7)[0])
+
+        def broken(*args, **kwargs):
+            raise RecursionError("maximum recursion depth exceeded")
+
+        env.workspace.list_dir = broken
+        result = env.step(tool("view", path="."))
+        assert result.info["invalid"] and not result.done and "RecursionError" in result.observation
+        env.workspace.run = broken
+        env.workspace.evaluate = broken
+        result = env.step(tool("submit"))
+        assert result.done and result.reward == 0.0 and "RecursionError" in result.observation
+        env.workspace.close = broken
+    finally:
+        env.close()  # a failing close is logged, not raised
+    env.reset(sample_tasks(4, seed=7)[1])
+    env.close()
+
+
+def test_the_workspace_disk_is_bounded():
+    # one command wrote about 1 GB in 50 MiB files (only the per-file size was limited)
+    limits = SandboxLimits(timeout=30, output_chars=4000, disk_bytes=48 << 20, file_bytes=16 << 20)
+    env = SWEEnv(limits=limits)
+    try:
+        env.reset(sample_tasks(4, seed=8)[0])
+        sandbox = env.workspace.sandbox
+        fill = (
+            'for d in . "$HOME" "$TMPDIR"; do for i in 1 2 3 4; do '
+            'head -c 16M /dev/zero > "$d/fill$i" || { echo FULL; break 2; }; done; done'
+        )
+        result = env.step(tool("bash", command=fill))
+        assert "No space left on device" in result.observation and "FULL" in result.observation
+        written = sum(os.lstat(p).st_size for p in cleanup.walk_paths(sandbox.root) if os.path.isfile(p))
+        assert written <= 48 << 20, written
+        assert sandbox.bounds["disk"].startswith("tmpfs size=50331648")
+        # the agent can free its space and go on
+        result = env.step(tool("bash", command='rm -f fill* "$HOME"/fill* "$TMPDIR"/fill*; echo ok > x; cat x'))
+        assert "ok" in result.observation and not result.info["invalid"]
+    finally:
+        env.close()
+
+
+def test_total_memory_through_step_is_bounded():
+    # 3 processes of 250 MiB under a 600 MiB budget for the whole sandbox (each allowed 1 GiB alone)
+    env = SWEEnv(limits=SandboxLimits(timeout=30, memory_bytes=1 << 30, total_memory_bytes=600 << 20))
+    try:
+        env.reset(sample_tasks(4, seed=9)[0])
+        hold = (
+            'for i in 1 2 3; do python -c \'import time; x = b"x" * (250 << 20); time.sleep(1); print("held")\' & '
+            "done; wait"
+        )
+        result = env.step(tool("bash", command=hold))
+        assert result.observation.splitlines().count("held") <= 2, result.observation
+    finally:
+        env.close()
+
+
+def test_vsock_and_user_namespaces_are_refused_through_step():
+    env = SWEEnv()
+    try:
+        env.reset(sample_tasks(4, seed=10)[0])
+        probe = (
+            "python -c 'import socket\ntry:\n    socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)\n"
+            '    print("VSOCK-OPEN")\nexcept OSError as e:\n    print("vsock", e.errno)\'; '
+            "unshare --user --map-root-user true && echo USERNS-OPEN"
+        )
+        result = env.step(tool("bash", command=probe))
+        assert "vsock 97" in result.observation, result.observation  # EAFNOSUPPORT
+        assert "VSOCK-OPEN" not in result.observation and "USERNS-OPEN" not in result.observation
+    finally:
+        env.close()
+
+
+def test_concurrent_episodes_cannot_read_each_other_outside_tmp(monkeypatch):
+    # sandboxes are made in tempfile.gettempdir(); with TMPDIR outside /tmp they could see each other
+    parent = "/var/lib" if os.geteuid() == 0 else os.path.expanduser("~")
+    base = tempfile.mkdtemp(prefix="trl-aem-test-tmpdir-", dir=parent)
+    monkeypatch.setattr(tempfile, "tempdir", base)
+    first, second = SWEEnv(), SWEEnv()
+    try:
+        task = sample_tasks(4, seed=11)[0]
+        first.reset(task)
+        second.reset(task)
+        first.step(tool("create", path="notes.txt", file_text="FIRST-SECRET"))
+        assert os.path.dirname(first.workspace.sandbox.root) == base
+        other = first.workspace.sandbox.repo
+        listing = second.step(tool("bash", command=f"ls -a {base}; find {base} -maxdepth 2")).observation
+        assert os.path.basename(first.workspace.sandbox.root) not in listing
+        assert os.path.basename(second.workspace.sandbox.root) in listing
+        result = second.step(tool("bash", command=f"cat {other}/notes.txt; grep -rl SECRET {base}"))
+        assert "FIRST-SECRET" not in result.observation and "notes.txt\n" not in result.observation
+    finally:
+        first.close()
+        second.close()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_local_backend_refuses_real_instances():

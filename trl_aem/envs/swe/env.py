@@ -16,6 +16,7 @@ by task. Each instance owns its workspace, so episodes run concurrently in the t
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ from .sandbox import PathEscape, SandboxError, SandboxLimits, truncate
 from .tasks import load_tasks, normalize_task, offline_tasks
 
 __all__ = ["SWEEnv", "SYSTEM_PROMPT", "Action", "parse_action", "TOOLS"]
+
+logger = logging.getLogger(__name__)
 
 TOOLS = {
     "bash": (("command",), ()),
@@ -202,6 +205,16 @@ class SWEEnv:
             raise RuntimeError("call reset(task) before step()")
         if self.done:
             return StepResult("The episode is over.", 0.0, True, {"invalid": True, "success": False})
+        try:
+            return self._step(action)
+        except Exception as error:  # noqa: BLE001 - never out of step(): what the agent caused ends its episode
+            logger.warning("SWEEnv: a step failed, the episode ends", exc_info=True)
+            self.done = True
+            reason = f"{type(error).__name__}: {error}"
+            info = {"invalid": True, "success": False, "ended_by": "error", "error": reason}
+            return StepResult(f"Episode over: the environment failed ({reason}).", 0.0, True, info)
+
+    def _step(self, action: str) -> StepResult:
         self.steps += 1
         parsed = parse_action(action)
         if isinstance(parsed, str):
@@ -224,9 +237,14 @@ class SWEEnv:
         return "<function=submit>\n</function>"
 
     def close(self) -> None:
+        """Remove the workspace; never raises (reset() calls it, and nothing of the last episode may make
+        the next one fail: a directory that cannot be removed now is removed by a later sweep)."""
         if self.workspace is not None:
             workspace, self.workspace = self.workspace, None
-            workspace.close()
+            try:
+                workspace.close()
+            except Exception:  # noqa: BLE001 - logged; the sandbox's own cleanup does not raise either
+                logger.warning("SWEEnv: closing the workspace failed", exc_info=True)
 
     def __del__(self):
         with contextlib.suppress(Exception):  # best effort at interpreter shutdown
@@ -261,6 +279,11 @@ class SWEEnv:
             return f"Error: {error}", True
         except ValueError as error:  # PatchError and malformed arguments
             return f"Error: {error}", True
+        except SandboxError:
+            raise  # the jail itself failed: step() ends the episode
+        except Exception as error:  # noqa: BLE001 - anything else a tool met is the agent's invalid action
+            logger.warning("SWEEnv: the %s tool failed", action.name, exc_info=True)
+            return f"Error: {type(error).__name__}: {error}", True
         raise AssertionError(f"unhandled tool {action.name}")
 
     def _view(self, path: str, view_range: str | None) -> str:
@@ -299,7 +322,8 @@ class SWEEnv:
         self.done = True
         try:
             report = self.workspace.evaluate(self.eval_timeout)
-        except (OSError, SandboxError) as error:
+        except Exception as error:  # noqa: BLE001 - a failed evaluation is an unresolved episode, not a crash
+            logger.warning("SWEEnv: the final test run failed", exc_info=True)
             from .workspace import TestReport
 
             report = TestReport(error=f"{type(error).__name__}: {error}")

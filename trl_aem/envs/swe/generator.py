@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cleanup import remove_tree
 from .patch import apply_patch, make_patch
 from .sandbox import Sandbox, SandboxLimits
 
@@ -301,10 +302,12 @@ def run_tests(
     marker = f"@@trl-aem-{secrets.token_hex(8)}"
     # repeated ids are run once; the command line stays well under ARG_MAX for hundreds of tests
     # -I ignores PYTHONDONTWRITEBYTECODE: -B, and no stale bytecode, or a mutant written within the same
-    # second as the previous one (same size, same mtime) would run the previous one's cached code
-    _remove_bytecode(sandbox.repo)
+    # second as the previous one (same size, same mtime) would run the previous one's cached code. The
+    # bytecode is removed by the jailed command itself: `find` walks trees of any depth without recursing,
+    # and the parent never walks what the agent made (a 1200-level directory crashed a recursive walk).
     runner = os.path.join(harness, "runner.py")
-    command = " ".join(["python", "-I", "-S", "-B", runner, marker, f"{per_test:g}", *map(_quote, ids)])
+    tests = " ".join(["python", "-I", "-S", "-B", runner, marker, f"{per_test:g}", *map(_quote, ids)])
+    command = f"{_REMOVE_BYTECODE} 2>/dev/null; {tests}"
     result = sandbox.run(command, timeout=timeout, output_chars=1 << 22)
     records: dict[str, dict] = {}
     for line in result.output.splitlines():
@@ -328,26 +331,17 @@ def _quote(text: str) -> str:
     return shlex.quote(text)
 
 
-def _remove_bytecode(root: str) -> None:
-    import shutil
-
-    for parent, dirs, files in os.walk(root):  # does not follow symlinks
-        for name in dirs:
-            if name == "__pycache__":
-                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-        for name in files:
-            if name.endswith(".pyc"):
-                os.unlink(os.path.join(parent, name))
+# every __pycache__ directory and .pyc file under the repository (find never follows symlinks by default)
+_REMOVE_BYTECODE = (
+    r"find . \( -type d -name __pycache__ -prune -exec rm -rf {} + \) -o \( -type f -name '*.pyc' -delete \)"
+)
 
 
 def _fresh_dir(path: str) -> None:
-    """Replace whatever is at ``path`` (a directory, a file, a symlink planted by the agent) by an empty dir."""
-    import shutil
-
-    if os.path.islink(path) or os.path.isfile(path):
-        os.unlink(path)
-    elif os.path.isdir(path):
-        shutil.rmtree(path)
+    """Replace whatever is at ``path`` (a directory tree of any depth, a file, a symlink planted by the agent)
+    by an empty directory."""
+    if not remove_tree(path):
+        raise OSError(f"cannot remove {path}")
     os.makedirs(path)
 
 

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from .generator import PROJECTS_DIR, _fresh_dir, run_tests
+from .generator import PROJECTS_DIR, _fresh_dir, _user_cache, run_tests
 from .patch import PatchError, apply_patch, check_patch_paths
 from .sandbox import CommandResult, PathEscape, Sandbox, SandboxLimits
 
@@ -93,7 +93,11 @@ class LocalWorkspace:
                 "is a real instance: use backend='docker'"
             )
         self.task = task
-        self.sandbox = Sandbox(PROJECTS_DIR / project, limits=limits, allow_network=allow_network)
+        # the sandbox masks trl_aem's package (the pristine sources and gold patches) and its checkout; the
+        # re-validated task caches would be an answer key too
+        self.sandbox = Sandbox(
+            PROJECTS_DIR / project, limits=limits, allow_network=allow_network, hide=(str(_user_cache()),)
+        )
         try:
             self._inject_bug()
         except BaseException:
