@@ -85,6 +85,15 @@ def _empty_tree(top: str) -> None:
 def _open_dir(name: str, dir_fd: int) -> int | None:
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except PermissionError:
+        pass
+    except OSError:
+        return None
+    # a directory the command made unreadable (chmod 000): its owner may open it up again. No process of
+    # the sandbox runs meanwhile, so `name` is still the directory just listed, not a swapped-in symlink.
+    try:
+        os.chmod(name, 0o700, dir_fd=dir_fd)
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except OSError:
         return None
 

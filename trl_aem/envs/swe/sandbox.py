@@ -463,9 +463,14 @@ class Sandbox:
         """A cgroup for the whole sandbox, else the documented fallback: few processes, less address space."""
         lim = self.limits
         self._nproc, self._address_space = lim.processes, lim.memory_bytes
-        reason = "no namespaces (allow_network fallback)"
-        if self.mode is not None:
-            self.cgroup, reason = make_cgroup(os.path.basename(self.root), lim.total_memory_bytes, lim.processes)
+        if self.mode is None:  # RLIMIT_NPROC then counts every process of the trainer's uid: no fallback
+            self.bounds["memory"] = (
+                "NOT BOUNDED: no namespaces (allow_network fallback), no cgroup; each process at most "
+                f"{lim.memory_bytes} bytes of address space (RLIMIT_AS)"
+            )
+            _warn_once(f"memory {self.bounds['memory']}")
+            return
+        self.cgroup, reason = make_cgroup(os.path.basename(self.root), lim.total_memory_bytes, lim.processes)
         if self.cgroup is not None:
             self._owned["cgroup"] = self.cgroup
             # recorded for a sweep after a crash (the sweeper's own cgroup may be elsewhere)
@@ -474,6 +479,8 @@ class Sandbox:
             return
         self._nproc = max(1, min(lim.processes, lim.fallback_processes))
         self._address_space = min(lim.memory_bytes, lim.total_memory_bytes // self._nproc)
+        # RLIMIT_NPROC counts this sandbox's processes only: its own uid (root mode), or uid 0 of its own user
+        # namespace (the jail sets the limit inside the namespace, see _jail_script)
         self.bounds["memory"] = (
             f"NOT BOUNDED by a cgroup ({reason}); fallback: at most {self._nproc} processes (RLIMIT_NPROC) of "
             f"{self._address_space} bytes of address space each (RLIMIT_AS), {self._nproc * self._address_space} "
@@ -722,6 +729,13 @@ class Sandbox:
         # every process of the namespace (setsid'd or double-forked ones included) before unshare can reap
         # it: nothing of a command outlives run(). The nonce leaves the environment first (the command
         # cannot read PID 1's /proc/1/environ: another uid, or more capabilities).
+        # RLIMIT_NPROC set inside the namespaces, not by the outer prlimit: a user namespace's creator passes
+        # its own limit on to the parent level of the count, where every process of the trainer's uid counts
+        # (dash: ulimit -p; bash: ulimit -u)
+        n = self._nproc
+        lines.append(
+            f"ulimit -u {n} 2>/dev/null || ulimit -p {n} 2>/dev/null || prlimit --pid $$ --nproc={n} || fail 'nproc'"
+        )
         lines += ["set +e", "unset TRL_AEM_JAIL_NONCE", f'{drop} -- bash -c "$1"', "exit $?"]
         self.hidden = hidden
         return "\n".join(lines) + "\n"
@@ -758,11 +772,10 @@ class Sandbox:
             f"--cpu={cpu}:{cpu + 1}",
             f"--as={self._address_space}",  # less than memory_bytes without a cgroup (_bound_memory)
             f"--fsize={lim.file_bytes}",
-            f"--nproc={self._nproc}",
             "--core=0",
         ]
         if self._jail is None:  # explicit opt-out: limits only
-            return ["setpriv", "--pdeathsig=KILL", *prlimit, "bash", "-c", command]
+            return ["setpriv", "--pdeathsig=KILL", *prlimit, f"--nproc={self._nproc}", "bash", "-c", command]
         unshare = ["unshare", "--mount", "--pid", "--ipc", "--uts", "--fork", "--mount-proc", "--kill-child"]
         if not self.allow_network:
             unshare.append("--net")
