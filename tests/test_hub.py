@@ -18,6 +18,7 @@ from trl_aem import AEMConfig, AEMTrainer
 from trl_aem.cli import main
 from trl_aem.envs import get_env
 from trl_aem.hub import download_checkpoint
+from trl_aem.rollout import RolloutSettings
 
 from .conftest import length_reward
 from .hub_server import HubServer
@@ -115,6 +116,9 @@ def test_push_then_download_load_and_generate(hub, pushed, tmp_path):
     local = snapshot_download(REPO, cache_dir=tmp_path / "cache")
     settings = json.loads(Path(local, "aem_env.json").read_text())  # what `trl-aem eval` reuses
     assert settings["env"] == "keyword" and settings["env_step_timeout"] == pushed.args.env_step_timeout
+    # every rollout setting an evaluation must reuse, max_completion_length included
+    assert RolloutSettings.from_record(settings).record() == RolloutSettings.from_config(pushed.args).record()
+    assert settings["max_completion_length"] == pushed.args.max_completion_length
     model = AutoModelForCausalLM.from_pretrained(REPO)
     tokenizer = AutoTokenizer.from_pretrained(local)
     trained = pushed.model.state_dict()
@@ -401,3 +405,18 @@ def test_rotation_keeps_checkpoints_whose_upload_failed(hub, tokenizer, tmp_path
     # once uploaded it is rotated like any other (the next save's rotation; run here, as no save follows)
     trainer._rotate_checkpoints_keeping_pending(config.save_total_limit)
     assert sorted(d for d in os.listdir(config.output_dir) if d.startswith("checkpoint-")) == ["checkpoint-3"]
+
+
+def test_environment_arguments_travel_to_the_evaluation():
+    """A ``functools.partial`` factory's keyword arguments are recorded (``env_kwargs``) and rebuilt by the card's
+    snippet; ``trl-aem eval`` applies them to the registered environment."""
+    import functools
+
+    from trl_aem.hub.card import env_info
+
+    info = env_info(functools.partial(get_env("keyword"), delay=0.01))
+    assert info["name"] == "keyword" and info["kwargs"] == {"delay": 0.01}
+    namespace: dict = {}
+    exec(f"{info['import_line']}\nfactory = {info['factory_expr']}", namespace)
+    assert namespace["factory"]().delay == 0.01
+    assert env_info(functools.partial(get_env("keyword"), delay=object()))["kwargs"] is None  # not JSON: not recorded

@@ -18,6 +18,7 @@ Rollout settings default to the ones the model was trained with (``aem_env.json`
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -144,6 +145,7 @@ def build_eval_parser() -> argparse.ArgumentParser:
     add("--max-turns", "--max_turns", type=int, default=None)
     add("--history-length", "--history_length", type=int, default=None)
     add("--max-turn-tokens", "--max_turn_tokens", type=int, default=None)
+    add("--max-completion-length", "--max_completion_length", type=int, default=None, help="Trajectory mode budget.")
     add("--temperature", type=float, default=0.0, help="Sampling temperature; 0 is greedy.")
     add("--batch-size", "--batch_size", type=int, default=32, help="Episodes played together.")
     add(
@@ -151,8 +153,8 @@ def build_eval_parser() -> argparse.ArgumentParser:
         "--step_timeout",
         type=float,
         default=None,
-        help="Seconds one env step may take (default: the training run's env_step_timeout, else 60; SWE needs "
-        "more than its test-run timeout).",
+        help="Seconds one env step may take (default: the training run's env_step_timeout; SWE needs more than its "
+        "test-run timeout).",
     )
     add("--seed", type=int, default=0)
     add("--output", default=None, help="Also write the metrics and per-episode summary to this JSON file.")
@@ -177,13 +179,23 @@ def evaluate_command(argv: list[str]) -> None:
         factory, env_name = resolve_env(env_arg)
     except (ValueError, ImportError, AttributeError) as error:
         raise SystemExit(f"trl-aem eval: {error}") from error
-    if trained.get("env_spec") == env_arg and trained.get("env"):
-        env_name = trained["env"]
+    if trained.get("env") in (env_arg, env_name) or trained.get("env_spec") == env_arg:
+        if trained.get("env"):
+            env_name = trained["env"]
+        if trained.get("env_kwargs"):  # the environment's arguments in training, e.g. AlfWorldEnv(task_types=...)
+            factory = functools.partial(factory, **trained["env_kwargs"])
 
-    def setting(name: str, default):
-        value = getattr(args, name)
-        return value if value is not None else trained.get(name, default)
+    from .rollout.settings import RolloutSettings
 
+    settings = RolloutSettings.from_record(
+        trained,
+        rollout_mode=args.rollout_mode,
+        max_turns=args.max_turns,
+        history_length=args.history_length,
+        max_turn_tokens=args.max_turn_tokens,
+        max_completion_length=args.max_completion_length,
+        env_step_timeout=args.step_timeout,
+    )
     model, tokenizer = load_policy(args.model, args.adapter, revision=args.revision)
     report = evaluate(
         model,
@@ -192,14 +204,9 @@ def evaluate_command(argv: list[str]) -> None:
         episodes=args.episodes,
         split=args.split,
         env_name=env_name,
-        rollout_mode=setting("rollout_mode", "step"),
-        max_turns=setting("max_turns", 10),
-        history_length=setting("history_length", 2),
-        max_turn_tokens=setting("max_turn_tokens", 256),
-        invalid_action_penalty=trained.get("invalid_action_penalty", 0.1),
+        settings=settings,
         temperature=args.temperature,
         batch_size=args.batch_size,
-        step_timeout=args.step_timeout or trained.get("env_step_timeout") or 60.0,
         seed=args.seed,
     )
     print(report.table())

@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from .rollout.settings import ROLLOUT_MODES, RolloutSettings
+
+_ROLLOUT = RolloutSettings()  # the rollout defaults (one place: trl_aem/rollout/settings.py)
+
 __all__ = ["AEMConfig", "AEM_SCOPES", "AEM_STATISTICS", "ROLLOUT_MODES", "ENV_WORKER_TYPES"]
 
 AEM_SCOPES = ("group", "trajectory", "batch")
 AEM_STATISTICS = ("entropy", "surprisal")
-ROLLOUT_MODES = ("trajectory", "step")
 ENV_WORKER_TYPES = ("thread", "process")
 
 
@@ -23,8 +26,20 @@ def _bf16_accelerator_available() -> bool:
     return bool(getattr(torch, "xpu", None) and torch.xpu.is_available())
 
 
+def _is_bool(value) -> bool:
+    return isinstance(value, bool)
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_number_at_least(value, minimum: float) -> bool:
+    return _is_number(value) and math.isfinite(value) and value >= minimum
+
+
+def _is_int_at_least(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 @dataclass
@@ -125,19 +140,23 @@ class AEMConfig(GRPOConfig):
         default=False, metadata={"help": "Ablation: shuffle alpha within each normalisation group."}
     )
     rollout_mode: str = field(
-        default="trajectory",
+        default=_ROLLOUT.rollout_mode,
         metadata={
             "help": "Multi-turn training rows: one per episode or one per turn.",
             "choices": list(ROLLOUT_MODES),
         },
     )
-    max_turns: int = field(default=10, metadata={"help": "Maximum model responses per episode."})
-    history_length: int = field(default=2, metadata={"help": "Step mode: previous turns shown in the prompt."})
+    max_turns: int = field(default=_ROLLOUT.max_turns, metadata={"help": "Maximum model responses per episode."})
+    history_length: int = field(
+        default=_ROLLOUT.history_length, metadata={"help": "Step mode: previous turns shown in the prompt."}
+    )
     max_turn_tokens: int | None = field(
-        default=None, metadata={"help": "Cap on the tokens of one response (default: max_completion_length)."}
+        default=_ROLLOUT.max_turn_tokens,
+        metadata={"help": "Cap on the tokens of one response (default: max_completion_length)."},
     )
     env_step_timeout: float | None = field(
-        default=60.0, metadata={"help": "Seconds an env.step may take before the episode ends as timed out."}
+        default=_ROLLOUT.env_step_timeout,
+        metadata={"help": "Seconds an env.step may take before the episode ends as timed out."},
     )
     num_env_workers: int = field(default=8, metadata={"help": "Parallel environment workers."})
     env_worker_type: str = field(
@@ -145,10 +164,12 @@ class AEMConfig(GRPOConfig):
         metadata={"help": "Environment worker kind.", "choices": list(ENV_WORKER_TYPES)},
     )
     invalid_action_penalty: float = field(
-        default=0.1, metadata={"help": "Subtracted from the episode return per invalid action."}
+        default=_ROLLOUT.invalid_action_penalty,
+        metadata={"help": "Subtracted from the episode return per invalid action."},
     )
     rollout_waves: int = field(
-        default=2, metadata={"help": "Generate waves per turn; env steps of one wave overlap the next's generation."}
+        default=_ROLLOUT.rollout_waves,
+        metadata={"help": "Generate waves per turn; env steps of one wave overlap the next's generation."},
     )
     push_merged_model: bool = field(
         default=False,
@@ -170,68 +191,44 @@ class AEMConfig(GRPOConfig):
         super().__post_init__()
 
     def _validate_aem(self) -> None:
-        def fail(message: str) -> None:
-            raise ValueError(f"AEMConfig: {message}")
+        """Clear errors for bad values of the fields this class adds (GRPOConfig validates its own)."""
+        for name in ("use_aem", "aem_shuffle", "push_merged_model"):
+            self._require(name, _is_bool(getattr(self, name)), "a bool")
+        self._require("aem_lambda", _is_number(self.aem_lambda) and math.isfinite(self.aem_lambda), "a finite number")
+        self._require("aem_min_range", _is_number_at_least(self.aem_min_range, 0), "a finite number >= 0 (nats)")
+        self._require_choice("aem_scope", AEM_SCOPES)
+        self._require_choice("aem_statistic", AEM_STATISTICS)
+        self._require_choice("rollout_mode", ROLLOUT_MODES)
+        self._require_choice("env_worker_type", ENV_WORKER_TYPES)
+        for name, minimum in (
+            ("max_turns", 1),
+            ("history_length", 0),
+            ("num_env_workers", 1),
+            ("rollout_waves", 1),
+            ("hub_push_retries", 0),
+        ):
+            self._require(name, _is_int_at_least(getattr(self, name), minimum), f"an integer >= {minimum}")
+        self._require(
+            "max_turn_tokens",
+            self.max_turn_tokens is None or _is_int_at_least(self.max_turn_tokens, 1),
+            "None or an integer >= 1",
+        )
+        timeout = self.env_step_timeout
+        self._require(
+            "env_step_timeout",
+            timeout is None or (_is_number_at_least(timeout, 0) and timeout > 0),
+            "None or a finite number of seconds > 0",
+        )
+        self._require(
+            "invalid_action_penalty", _is_number_at_least(self.invalid_action_penalty, 0), "a finite number >= 0"
+        )
+        self._require(
+            "hub_push_backoff", _is_number_at_least(self.hub_push_backoff, 0), "a finite number of seconds >= 0"
+        )
 
-        if not isinstance(self.use_aem, bool):
-            fail(f"use_aem must be a bool, got {self.use_aem!r}")
-        if not _is_number(self.aem_lambda) or not math.isfinite(self.aem_lambda):
-            fail(f"aem_lambda must be a finite number, got {self.aem_lambda!r}")
-        if not _is_number(self.aem_min_range) or not math.isfinite(self.aem_min_range) or self.aem_min_range < 0:
-            fail(f"aem_min_range must be a finite number >= 0 (nats), got {self.aem_min_range!r}")
-        if self.aem_scope not in AEM_SCOPES:
-            fail(f"aem_scope must be one of {AEM_SCOPES}, got {self.aem_scope!r}")
-        if self.aem_statistic not in AEM_STATISTICS:
-            fail(f"aem_statistic must be one of {AEM_STATISTICS}, got {self.aem_statistic!r}")
-        if not isinstance(self.aem_shuffle, bool):
-            fail(f"aem_shuffle must be a bool, got {self.aem_shuffle!r}")
-        if self.rollout_mode not in ROLLOUT_MODES:
-            fail(f"rollout_mode must be one of {ROLLOUT_MODES}, got {self.rollout_mode!r}")
-        if isinstance(self.max_turns, bool) or not isinstance(self.max_turns, int) or self.max_turns < 1:
-            fail(f"max_turns must be an integer >= 1, got {self.max_turns!r}")
-        if (
-            isinstance(self.history_length, bool)
-            or not isinstance(self.history_length, int)
-            or self.history_length < 0
-        ):
-            fail(f"history_length must be an integer >= 0, got {self.history_length!r}")
-        if self.max_turn_tokens is not None and (
-            isinstance(self.max_turn_tokens, bool)
-            or not isinstance(self.max_turn_tokens, int)
-            or self.max_turn_tokens < 1
-        ):
-            fail(f"max_turn_tokens must be None or an integer >= 1, got {self.max_turn_tokens!r}")
-        if self.env_step_timeout is not None and (
-            not _is_number(self.env_step_timeout) or not self.env_step_timeout > 0 or math.isinf(self.env_step_timeout)
-        ):
-            fail(f"env_step_timeout must be None or a finite number of seconds > 0, got {self.env_step_timeout!r}")
-        if (
-            isinstance(self.num_env_workers, bool)
-            or not isinstance(self.num_env_workers, int)
-            or self.num_env_workers < 1
-        ):
-            fail(f"num_env_workers must be an integer >= 1, got {self.num_env_workers!r}")
-        if self.env_worker_type not in ENV_WORKER_TYPES:
-            fail(f"env_worker_type must be one of {ENV_WORKER_TYPES}, got {self.env_worker_type!r}")
-        if isinstance(self.rollout_waves, bool) or not isinstance(self.rollout_waves, int) or self.rollout_waves < 1:
-            fail(f"rollout_waves must be an integer >= 1, got {self.rollout_waves!r}")
-        if (
-            not _is_number(self.invalid_action_penalty)
-            or not math.isfinite(self.invalid_action_penalty)
-            or self.invalid_action_penalty < 0
-        ):
-            fail(f"invalid_action_penalty must be a finite number >= 0, got {self.invalid_action_penalty!r}")
-        if not isinstance(self.push_merged_model, bool):
-            fail(f"push_merged_model must be a bool, got {self.push_merged_model!r}")
-        if (
-            isinstance(self.hub_push_retries, bool)
-            or not isinstance(self.hub_push_retries, int)
-            or self.hub_push_retries < 0
-        ):
-            fail(f"hub_push_retries must be an integer >= 0, got {self.hub_push_retries!r}")
-        if (
-            not _is_number(self.hub_push_backoff)
-            or not math.isfinite(self.hub_push_backoff)
-            or self.hub_push_backoff < 0
-        ):
-            fail(f"hub_push_backoff must be a finite number of seconds >= 0, got {self.hub_push_backoff!r}")
+    def _require(self, name: str, ok: bool, expected: str) -> None:
+        if not ok:
+            raise ValueError(f"AEMConfig: {name} must be {expected}, got {getattr(self, name)!r}")
+
+    def _require_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        self._require(name, getattr(self, name) in choices, f"one of {choices}")

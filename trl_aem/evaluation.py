@@ -6,6 +6,7 @@ command line over this module.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -17,9 +18,10 @@ from typing import Any
 import torch
 
 from .envs.pool import EnvPool
-from .rollout.engine import Generated, RolloutEngine, RolloutSettings
+from .rollout.engine import Generated, RolloutEngine
 from .rollout.episode import Episode
 from .rollout.prompts import ChatFormatter
+from .rollout.settings import RolloutSettings
 
 __all__ = ["EvalReport", "evaluate", "load_policy", "read_env_settings", "resolve_env"]
 
@@ -187,20 +189,23 @@ def evaluate(
     episodes: int = 32,
     split: str | None = None,
     env_name: str | None = None,
-    rollout_mode: str = "step",
-    max_turns: int = 10,
-    history_length: int = 2,
-    max_turn_tokens: int = 256,
-    max_completion_length: int = 4096,
-    invalid_action_penalty: float = 0.1,
+    settings: RolloutSettings | None = None,
     temperature: float = 0.0,
     batch_size: int = 32,
     num_workers: int = 8,
-    step_timeout: float = 60.0,
     seed: int | None = 0,
+    **setting_overrides: Any,
 ) -> EvalReport:
     """Play ``episodes`` episodes of ``env`` (tasks from ``env().tasks(split)``, cycled; ``split`` defaults to the
-    first of eval/test/train the environment has) and return them with their metrics. ``temperature=0`` is greedy."""
+    first of eval/test/train the environment has) and return them with their metrics. ``temperature=0`` is greedy.
+
+    Episodes are played with ``settings`` (default: :class:`RolloutSettings`' defaults; a trained model's own are in
+    its ``aem_env.json``, see :func:`read_env_settings`), with any :class:`RolloutSettings` field overridden by
+    keyword (``max_turns=2``, ``rollout_mode="step"``, ...)."""
+    unknown = set(setting_overrides) - {f.name for f in dataclasses.fields(RolloutSettings)}
+    if unknown:
+        raise TypeError(f"evaluate() got unexpected keyword arguments {sorted(unknown)}")
+    settings = dataclasses.replace(settings or RolloutSettings(), rollout_waves=1, **setting_overrides)
     probe = env()
     try:
         system_prompt = getattr(probe, "system_prompt", None)
@@ -232,21 +237,14 @@ def evaluate(
     finally:
         if callable(getattr(probe, "close", None)):
             probe.close()
-    settings = RolloutSettings(
-        mode=rollout_mode,
-        max_turns=max_turns,
-        max_turn_tokens=max_turn_tokens,
-        max_completion_length=max_completion_length,
-        invalid_action_penalty=invalid_action_penalty,
-        waves=1,
-    )
     eos = {tokenizer.eos_token_id}
     generation_eos = model.generation_config.eos_token_id
     eos.update(
         generation_eos if isinstance(generation_eos, list) else [generation_eos] if generation_eos is not None else []
     )
     report = EvalReport(env_name or getattr(env, "__name__", "env"), split)
-    pool = EnvPool(env, max_workers=num_workers, timeout=step_timeout)
+    timeout = math.inf if settings.env_step_timeout is None else settings.env_step_timeout
+    pool = EnvPool(env, max_workers=num_workers, timeout=timeout)
     # eval mode: a model fresh from a trainer may still be in train mode with gradient checkpointing on,
     # which makes `generate` drop its KV cache (every token would recompute the whole sequence)
     was_training = model.training
@@ -254,7 +252,7 @@ def evaluate(
     try:
         engine = RolloutEngine(
             pool,
-            ChatFormatter(tokenizer, history_length, history_observation=history_observation),
+            ChatFormatter(tokenizer, settings.history_length, history_observation=history_observation),
             _transformers_generate(model, tokenizer, temperature=temperature, seed=seed),
             settings,
             eos_token_ids=sorted(eos),

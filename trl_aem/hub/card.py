@@ -25,6 +25,7 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import TrainerCallback
 
+from ..rollout.settings import RolloutSettings
 from .curves import CURVES_FILE, plot_training_curves
 
 __all__ = [
@@ -149,24 +150,46 @@ def env_info(factory) -> dict[str, str] | None:
     target = getattr(factory, "func", factory)  # functools.partial
     module, qualname = getattr(target, "__module__", None), getattr(target, "__qualname__", None)
     spec = f"{module}:{qualname}" if module and qualname else None
+    kwargs = _partial_keywords(factory)
+    arguments = ", ".join(f"{key}={value!r}" for key, value in (kwargs or {}).items())
     for name, registered in ENVIRONMENTS.items():
         if registered == spec:
             return {
                 "name": name,
                 "cli_name": name,
                 "spec": spec,
-                "import_line": "from trl_aem.envs import get_env",
-                "factory_expr": f'get_env("{name}")',
+                "kwargs": kwargs,
+                "import_line": "from functools import partial\nfrom trl_aem.envs import get_env"
+                if arguments
+                else "from trl_aem.envs import get_env",
+                "factory_expr": f'partial(get_env("{name}"), {arguments})' if arguments else f'get_env("{name}")',
             }
     name = getattr(target, "env_name", None) or re.sub(r"_?env$", "", (qualname or "env").lower()) or "env"
     importable = spec is not None and module != "__main__" and "<locals>" not in (qualname or "")
+    expr = qualname if importable else "make_env"
+    import_line = f"from {module} import {qualname}" if importable else "# import your environment factory"
+    if arguments and importable:
+        expr, import_line = f"partial({qualname}, {arguments})", f"from functools import partial\n{import_line}"
     return {
         "name": name,
         "cli_name": spec if importable else "MODULE:FACTORY",
         "spec": spec if importable else "",
-        "import_line": f"from {module} import {qualname}" if importable else "# import your environment factory",
-        "factory_expr": qualname if importable else "make_env",
+        "kwargs": kwargs,
+        "import_line": import_line,
+        "factory_expr": expr,
     }
+
+
+def _partial_keywords(factory) -> dict[str, Any] | None:
+    """The keyword arguments a ``functools.partial`` factory binds, when they are plain JSON values (so
+    ``aem_env.json`` can carry them to ``trl-aem eval``); ``None`` otherwise."""
+    keywords = getattr(factory, "keywords", None)
+    if not keywords or getattr(factory, "args", ()):
+        return None
+    try:
+        return json.loads(json.dumps(keywords))
+    except (TypeError, ValueError):
+        return None
 
 
 def _model_facts(model) -> dict[str, Any]:
@@ -297,13 +320,7 @@ def card_context(
     else:
         base_display = f"a randomly initialised `{facts['architecture']}`"
 
-    rollout = {
-        "mode": args.rollout_mode,
-        "max_turns": args.max_turns,
-        "history_length": args.history_length,
-        "max_turn_tokens": args.max_turn_tokens or args.max_completion_length,
-        "invalid_action_penalty": args.invalid_action_penalty,
-    }
+    rollout = RolloutSettings.from_config(args).record()
     history = list(state.log_history)
     aem_on = bool(args.use_aem)
 
@@ -350,9 +367,9 @@ def card_context(
         ("AEM shuffle (ablation)", "yes" if aem_on and args.aem_shuffle else None),
         ("Environment", f"`{env['name']}`" if env else None),
         ("Dataset", f"`{dataset_name}`" if dataset_name else None),
-        ("Rollout mode", f"`{rollout['mode']}`" if env else None),
+        ("Rollout mode", f"`{rollout['rollout_mode']}`" if env else None),
         ("Max turns", rollout["max_turns"] if env else None),
-        ("History length", rollout["history_length"] if env and rollout["mode"] == "step" else None),
+        ("History length", rollout["history_length"] if env and rollout["rollout_mode"] == "step" else None),
         ("Max tokens per turn", rollout["max_turn_tokens"] if env else None),
         ("Invalid-action penalty", f"{rollout['invalid_action_penalty']:g}" if env else None),
         ("Group size (num_generations)", num_generations),
@@ -531,10 +548,10 @@ def write_model_card(
     except Exception as error:  # a plotting problem must not cost a checkpoint
         logger.warning("model card: could not draw the training curves (%s: %s)", type(error).__name__, error)
     if context["env"]:
-        rollout = {("rollout_mode" if key == "mode" else key): value for key, value in context["rollout"].items()}
-        settings = {"env": context["env"]["name"], "env_spec": context["env"]["spec"], **rollout}
+        settings = {"env": context["env"]["name"], "env_spec": context["env"]["spec"], **context["rollout"]}
+        if context["env"].get("kwargs"):
+            settings["env_kwargs"] = context["env"]["kwargs"]
         settings["temperature"] = trainer.args.temperature
-        settings["env_step_timeout"] = trainer.args.env_step_timeout
         with open(os.path.join(folder, ENV_SETTINGS_FILE), "w", encoding="utf-8") as f:
             json.dump(settings, f, indent=2)
     card = render_card(context)

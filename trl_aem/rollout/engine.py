@@ -19,6 +19,7 @@ from ..envs.base import StepResult
 from ..envs.pool import EnvCall, EnvPool
 from .episode import Episode, Turn
 from .prompts import ChatFormatter
+from .settings import RolloutSettings
 
 __all__ = ["Generated", "RolloutEngine", "RolloutSettings"]
 
@@ -37,17 +38,6 @@ class Generated:
 GenerateFn = Callable[[list[list[int]], int], list[Generated]]
 
 
-@dataclass
-class RolloutSettings:
-    mode: str = "trajectory"  # trajectory | step
-    max_turns: int = 10
-    max_turn_tokens: int = 256
-    max_completion_length: int = 1024  # trajectory mode: responses + observations of one episode
-    invalid_action_penalty: float = 0.1
-    waves: int = 2  # overlap env steps of one half of the episodes with generation for the other half
-    show_progress: bool = False
-
-
 class RolloutEngine:
     def __init__(
         self,
@@ -58,14 +48,13 @@ class RolloutEngine:
         *,
         eos_token_ids: list[int],
         sync_active: Callable[[int], int] | None = None,
-        dummy_prompt: list[int] | None = None,
     ):
         self.pool, self.formatter, self.generate, self.settings = pool, formatter, generate, settings
         self.eos_token_ids = set(eos_token_ids)
         # Every rank must make the same number of generate calls per turn (vLLM server mode, ZeRO-3):
         # `sync_active` returns the largest number of running episodes over all ranks.
         self.sync_active = sync_active or (lambda n: n)
-        self.dummy_prompt = dummy_prompt or [next(iter(self.eos_token_ids))]
+        self.dummy_prompt = [min(self.eos_token_ids)]
         self.system_prompt: str | None = None
 
     def _generate_and_step(self, episodes: list[Episode], active: list[int], context: list[list[int]]) -> list[int]:
@@ -75,13 +64,13 @@ class RolloutEngine:
         prompts, budgets = [], []
         for k in active:
             episode = episodes[k]
-            if settings.mode == "trajectory":
+            if settings.rollout_mode == "trajectory":
                 prompts.append(episode.initial_prompt_ids + context[k])
                 budgets.append(settings.max_completion_length - len(context[k]))
             else:
                 prompts.append(fmt.step_prompt(episode))
-                budgets.append(settings.max_turn_tokens)
-        max_new = max([min(settings.max_turn_tokens, b) for b in budgets] or [1])
+                budgets.append(settings.turn_tokens)
+        max_new = max([min(settings.turn_tokens, b) for b in budgets] or [1])
         generated = self.generate(prompts or [self.dummy_prompt], max(1, max_new))
         if not active:
             return []
@@ -118,7 +107,7 @@ class RolloutEngine:
             episode.ending = "done"
         elif len(episode.turns) >= settings.max_turns:
             episode.ending = "max_turns"
-        elif settings.mode == "trajectory":
+        elif settings.rollout_mode == "trajectory":
             ended = bool(current.completion_ids) and current.completion_ids[-1] in self.eos_token_ids
             current.observation_ids = self.formatter.observation_ids(result.observation, response_ended=ended)
             context[k] = context[k] + current.completion_ids + current.observation_ids
@@ -147,7 +136,7 @@ class RolloutEngine:
         progress.update(sum(e.finished for e in episodes))
         # Episodes are split into `waves`; while one wave's environment steps run in the pool, the next
         # wave generates, so environment latency hides behind generation instead of adding to it.
-        num_waves = max(1, min(settings.waves, len(episodes)))
+        num_waves = max(1, min(settings.rollout_waves, len(episodes)))
         in_flight: list[list[int]] = [[] for _ in range(num_waves)]
         while True:
             any_generated = False

@@ -26,10 +26,11 @@ from transformers import Trainer
 from trl.trainer.utils import nanstd
 
 from ..envs.pool import EnvPool
-from .engine import Generated, RolloutEngine, RolloutSettings
+from .engine import Generated, RolloutEngine
 from .episode import Episode
 from .prompts import ChatFormatter
 from .rows import episode_metrics, group_advantages, importance_sampling_ratio, pad_rows
+from .settings import RolloutSettings
 
 TASK_COLUMN = "task_json"
 _PLACEHOLDER_PROMPT = [{"role": "user", "content": ""}]
@@ -151,14 +152,8 @@ class EnvTrainingMixin:
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         offset = self.accelerator.process_index * len(tasks)
         indices = list(range(offset, offset + len(tasks)))
-        settings = RolloutSettings(
-            mode=args.rollout_mode,
-            max_turns=args.max_turns,
-            max_turn_tokens=args.max_turn_tokens or args.max_completion_length,
-            max_completion_length=args.max_completion_length,
-            invalid_action_penalty=args.invalid_action_penalty,
-            waves=args.rollout_waves,
-            show_progress=not args.disable_tqdm and self.accelerator.is_main_process and len(tasks) >= 32,
+        settings = RolloutSettings.from_config(
+            args, show_progress=not args.disable_tqdm and self.accelerator.is_main_process
         )
         engine = RolloutEngine(
             self._env_pool,
