@@ -2,7 +2,8 @@
 
     python benchmarks/swe.py               # writes benchmarks/results/swe.json and swe.md
     python benchmarks/swe.py --validate    # also re-validates every generated bug and times it (minutes)
-    python benchmarks/swe.py --overhead-only [--record-baseline]   # only the sandbox's per-command overhead
+    python benchmarks/swe.py --overhead-only --compare-with REV      # only the jail's per-command overhead,
+                                                                     # interleaved with git revision REV's
 
 Episodes are offline tasks in the local namespace sandbox. "expert": reset, apply the gold patch, submit
 (the final test run). "10-turn": reset, ten shell commands an agent typically runs (listing, grep, cat,
@@ -17,13 +18,16 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 from trl_aem.envs import EnvCall, EnvPool
-from trl_aem.envs.swe import Sandbox, SWEEnv, generator, offline_tasks
+from trl_aem.envs.swe import SWEEnv, generator, offline_tasks
 
 RESULTS = Path(__file__).parent / "results"
 COMMANDS = [
@@ -82,21 +86,69 @@ def pool_seconds(tasks: list[dict], workers: int) -> float:
         pool.close()
 
 
-def command_overhead(runs: int = 60, rounds: int = 3) -> dict:
-    """Milliseconds for ``Sandbox.run("true")``: the jail's own cost per command (the command does nothing).
-    The best of ``rounds`` medians over ``runs`` commands each, so a busy moment of the machine does not count."""
-    medians = []
-    with Sandbox(None) as box:
-        box.run("true")  # warm the page cache and the process table
+# Times Sandbox.run("true") with the sandbox module of the directory argv[1] (loaded as a bare package:
+# standard library only, so any revision's copy runs next to the working tree's); prints the median in ms.
+MEASURE = """
+import importlib, statistics, sys, time, types
+package = types.ModuleType("swebox")
+package.__path__ = [sys.argv[1]]
+sys.modules["swebox"] = package
+Sandbox = importlib.import_module("swebox.sandbox").Sandbox
+with Sandbox(None) as box:
+    box.run("true")  # warm the page cache
+    times = []
+    for _ in range(int(sys.argv[2])):
+        started = time.perf_counter()
+        assert box.run("true").exit_code == 0
+        times.append((time.perf_counter() - started) * 1000)
+print(statistics.median(times))
+"""
+SWE_DIR = Path(__file__).resolve().parents[1] / "trl_aem" / "envs" / "swe"
+
+
+def overhead_ms(swe_dir: Path, runs: int) -> float:
+    """Median milliseconds of ``Sandbox.run("true")``: the jail's own cost per command."""
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(swe_dir), str(runs)], capture_output=True, text=True, timeout=600
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def command_overhead(compare_with: str | None, rounds: int = 5, runs: int = 30) -> dict:
+    """The working tree's per-command overhead, and, with ``compare_with``, that git revision's: measured in
+    alternation (round by round), so that the load of a shared machine weighs on both alike."""
+    before_dir = export_revision(compare_with) if compare_with else None
+    after, before = [], []
+    try:
         for _ in range(rounds):
-            times = []
-            for _ in range(runs):
-                started = time.perf_counter()
-                result = box.run("true")
-                times.append((time.perf_counter() - started) * 1000)
-                assert result.exit_code == 0, result.output
-            medians.append(statistics.median(times))
-    return {"median_ms": round(min(medians), 1), "medians_ms": [round(m, 1) for m in medians], "runs": runs}
+            if before_dir is not None:
+                before.append(overhead_ms(before_dir, runs))
+            after.append(overhead_ms(SWE_DIR, runs))
+    finally:
+        if before_dir is not None:
+            shutil.rmtree(before_dir.parents[2], ignore_errors=True)
+    out = {"after_ms": round(statistics.median(after), 1), "rounds_after_ms": [round(m, 1) for m in after]}
+    out.update({"runs_per_round": runs, "revision_after": git_revision()})
+    if before:
+        out.update(
+            before_ms=round(statistics.median(before), 1),
+            rounds_before_ms=[round(m, 1) for m in before],
+            revision_before=compare_with,
+            ratio=round(statistics.median(after) / statistics.median(before), 3),
+        )
+    return out
+
+
+def export_revision(revision: str) -> Path:
+    """``trl_aem/envs/swe`` of git revision ``revision``, exported to a temporary directory."""
+    target = Path(tempfile.mkdtemp(prefix="trl-aem-bench-swe-"))
+    archive = subprocess.run(
+        ["git", "archive", revision, "trl_aem/envs/swe"], capture_output=True, check=True, cwd=SWE_DIR.parents[2]
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target / "trl_aem" / "envs" / "swe"
 
 
 def git_revision() -> str:
@@ -106,10 +158,6 @@ def git_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         return "?"
     return proc.stdout.strip() or "?"
-
-
-def ratio(now: dict, before: dict) -> float:
-    return round(now["median_ms"] / before["median_ms"], 3)
 
 
 def summary(values: list[float]) -> dict:
@@ -128,22 +176,20 @@ def main() -> None:
     parser.add_argument("--validate", action="store_true", help="re-validate every generated bug and time it")
     parser.add_argument("--overhead-only", action="store_true", help="only measure the per-command overhead")
     parser.add_argument(
-        "--record-baseline", action="store_true", help="store the overhead measured now as the 'before' figure"
+        "--compare-with", metavar="REV", help="also measure git revision REV's sandbox, interleaved (before/after)"
     )
     args = parser.parse_args()
     previous = json.loads((RESULTS / "swe.json").read_text()) if (RESULTS / "swe.json").is_file() else {}
-    overhead = command_overhead()
-    baseline = previous.get("command_overhead_before")
-    if args.record_baseline:
-        baseline = {**overhead, "date": time.strftime("%Y-%m-%d"), "git": git_revision()}
-    print(f"per-command overhead (Sandbox.run('true')): {overhead['median_ms']} ms median {overhead['medians_ms']}")
-    if baseline:
-        print(f"before: {baseline['median_ms']} ms ({baseline.get('git', '?')}); ratio {ratio(overhead, baseline)}")
+    overhead = command_overhead(args.compare_with)
+    if not args.compare_with and previous.get("command_overhead", {}).get("before_ms"):
+        overhead = {**previous["command_overhead"], "after_ms_rerun": overhead["after_ms"]}  # keep the pair
+    print(f"per-command overhead (Sandbox.run('true')): {json.dumps(overhead)}")
     if args.overhead_only:
-        if args.record_baseline:
-            previous["command_overhead_before"] = baseline
-            RESULTS.mkdir(exist_ok=True)
-            (RESULTS / "swe.json").write_text(json.dumps(previous, indent=2) + "\n")
+        previous.pop("command_overhead_before", None)  # the first, single-run record: superseded by the pair
+        previous["command_overhead"] = overhead
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "swe.json").write_text(json.dumps(previous, indent=2) + "\n")
+        write_markdown(previous)
         return
     rng = random.Random(0)
     train, evaluation = offline_tasks("train"), offline_tasks("eval")
@@ -183,15 +229,25 @@ def main() -> None:
         "projects": projects,
         "validation_seconds": validation_seconds,
         "validation_reproduces_cache": same if args.validate else None,
+        "command_overhead": overhead,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "swe.json").write_text(json.dumps(payload, indent=2) + "\n")
+    write_markdown(payload)
+
+
+def write_markdown(payload: dict) -> None:
+    """benchmarks/results/swe.md from the results document (also after an --overhead-only run)."""
+    if "expert_episode_seconds" not in payload:
+        return
     e, t, c = payload["expert_episode_seconds"], payload["ten_turn_episode_seconds"], payload["command_seconds"]
+    pool, tasks, projects = payload["pool_8_expert_episodes_seconds"], payload["tasks"], payload["projects"]
+    validation_seconds = payload.get("validation_seconds")
     lines = [
         "# SWE environment",
         "",
-        f"`python benchmarks/swe.py{' --validate' if args.validate else ''}` on {payload['machine']}, "
-        f"{payload['date']}; offline tasks, local namespace sandbox.",
+        f"`python benchmarks/swe.py{' --validate' if validation_seconds is not None else ''}` on "
+        f"{payload['machine']}, {payload['date']}; offline tasks, local namespace sandbox.",
         "",
         "| episode | seconds (mean) | median | min | max | n |",
         "|---|---|---|---|---|---|",
@@ -200,9 +256,22 @@ def main() -> None:
         f"| one command (in those episodes) | {c['mean']} | {c['median']} | {c['min']} | {c['max']} | {c['n']} |",
         "",
         f"Expert success rate: {payload['expert_success_rate']:.2f}. Eight expert episodes through the EnvPool: "
-        f"{pool_1:.2f} s with 1 worker, {pool_4:.2f} s with 4 workers.",
+        f"{pool['1_worker']:.2f} s with 1 worker, {pool['4_workers']:.2f} s with 4 workers.",
+    ]
+    overhead = payload.get("command_overhead")
+    if overhead:
+        line = f'The jail\'s own cost per command (`Sandbox.run("true")`, median): {overhead["after_ms"]} ms'
+        if overhead.get("before_ms"):
+            line += (
+                f", {overhead['before_ms']} ms at {overhead['revision_before']} (ratio {overhead['ratio']}; "
+                f"the two measured in alternation, {len(overhead['rounds_after_ms'])} rounds of "
+                f"{overhead['runs_per_round']} commands: `python benchmarks/swe.py --overhead-only "
+                f"--compare-with {overhead['revision_before']}`)"
+            )
+        lines += ["", line + "."]
+    lines += [
         "",
-        f"Distinct generated tasks: {len(train)} train + {len(evaluation)} eval = {len(train) + len(evaluation)} "
+        f"Distinct generated tasks: {tasks['train']} train + {tasks['eval']} eval = {tasks['total_distinct']} "
         "(disjoint splits, seed 0).",
         "",
         "| project | tests | mutants tried | bugs kept |",
@@ -210,6 +279,7 @@ def main() -> None:
         *(f"| {n} | {p['tests']} | {p['mutants']} | {p['kept']} |" for n, p in projects.items()),
     ]
     if validation_seconds is not None:
+        same = payload.get("validation_reproduces_cache")
         lines += [
             "",
             f"Re-validating every mutant took {validation_seconds} s "

@@ -123,7 +123,10 @@ class SWEEnv:
         command_timeout: wall-clock seconds per command; eval_timeout: seconds for the final test run.
         output_chars: observations are truncated to this many characters (with a marker).
         allow_network: explicit opt-out where namespaces are unavailable (local back end; see the sandbox).
-        limits / docker_limits: per-command resource limits of each back end.
+        limits / docker_limits: resource limits of each back end (see :class:`~.sandbox.SandboxLimits`).
+
+    ``step()`` never raises for anything the agent did: a tool's failure is an invalid action, a broken jail
+    or a failed evaluation ends the episode unresolved (``info["error"]``, logged with its traceback).
     """
 
     def __init__(

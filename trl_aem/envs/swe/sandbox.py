@@ -365,16 +365,21 @@ class Sandbox:
 
     Args:
         source: directory copied to ``root/repo`` (``None``: an empty repo directory).
-        limits: per-command :class:`SandboxLimits`.
+        limits: :class:`SandboxLimits` (per command, per process, and for the whole sandbox).
         allow_network: explicit opt-out for machines without namespaces: run without isolation (commands run
             as the trainer's uid and can read its environment through ``/proc/$PPID/environ``, its files,
             the network).
         hide: extra host directories to hide from commands (e.g. a data directory with credentials).
-        base_dir: where the temporary directory is made (default: the system temporary directory).
+        base_dir: where the temporary directory is made (default: the system temporary directory); hidden
+            from commands as a whole (other sandboxes live there too), so it must not be ``/``.
         env: extra environment variables for commands (added to the allowlist's).
 
+    :attr:`bounds` says, mechanism by mechanism (memory, disk, syscalls, user_namespaces), what bounds this
+    sandbox on this machine; :attr:`weakened` lists the ones only partly bounded (also logged once).
+
     Use it as a context manager or call :meth:`close`; the directory is also removed when the object is
-    garbage collected, at interpreter exit, and by the next process that finds it orphaned.
+    garbage collected, at interpreter exit, and by the next process that finds it orphaned (its owner's
+    lock on ``root.lock`` released).
     """
 
     def __init__(

@@ -48,6 +48,8 @@ class Spawner:
             ready.set_result((True, install(block_user_namespaces=block_user_namespaces)))
         except SeccompUnavailable as error:
             ready.set_result((False, str(error)))
+        except Exception as error:  # noqa: BLE001 - the waiting constructor must hear of any failure
+            ready.set_result((False, f"{type(error).__name__}: {error}"))
         while True:
             argv, kwargs, future = self._requests.get()
             try:
