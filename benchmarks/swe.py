@@ -179,6 +179,7 @@ def main() -> None:
         "--compare-with", metavar="REV", help="also measure git revision REV's sandbox, interleaved (before/after)"
     )
     args = parser.parse_args()
+    load = [round(x, 2) for x in os.getloadavg()]  # a shared machine: other work slows every figure
     previous = json.loads((RESULTS / "swe.json").read_text()) if (RESULTS / "swe.json").is_file() else {}
     overhead = command_overhead(args.compare_with)
     if not args.compare_with and previous.get("command_overhead", {}).get("before_ms"):
@@ -220,6 +221,7 @@ def main() -> None:
     payload = {
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
         "date": time.strftime("%Y-%m-%d"),
+        "load_average_at_start": load,
         "expert_episode_seconds": summary([s for s, _ in expert]),
         "expert_success_rate": sum(ok for _, ok in expert) / len(expert),
         "ten_turn_episode_seconds": summary([s for s, _ in ten]),
@@ -247,7 +249,13 @@ def write_markdown(payload: dict) -> None:
         "# SWE environment",
         "",
         f"`python benchmarks/swe.py{' --validate' if validation_seconds is not None else ''}` on "
-        f"{payload['machine']}, {payload['date']}; offline tasks, local namespace sandbox.",
+        f"{payload['machine']}, {payload['date']}; offline tasks, local namespace sandbox"
+        + (
+            f"; load average {payload['load_average_at_start'][0]} at the start"
+            if "load_average_at_start" in payload
+            else ""
+        )
+        + ".",
         "",
         "| episode | seconds (mean) | median | min | max | n |",
         "|---|---|---|---|---|---|",
