@@ -92,4 +92,10 @@ def install_arm(arm: str, aem_min_range: float | None = None) -> tuple[type, typ
     trainer_class, config_class = arm_classes(arm)
     trl.GRPOTrainer = trainer_class
     trl.GRPOConfig = config_class
+    if arm == "grpo":
+        # GRPOTrainer(model, reward_funcs) without `args` builds `GRPOConfig(f"{model_name}-GRPO")` from its own
+        # module's global: give that default the same fp32 fallback (AEMTrainer's default is an AEMConfig already).
+        import trl.trainer.grpo_trainer as grpo_trainer_module
+
+        grpo_trainer_module.GRPOConfig = BaselineGRPOConfig
     return trainer_class, config_class

@@ -32,6 +32,8 @@ import pytest
 IMPORT_SHIMS: dict[str, list[str]] = {"trl.trainer.utils": ["get_kbit_device_map"]}
 
 _RESULTS: dict[str, dict[str, Any]] = {}
+_CURRENT: dict[str, str] = {}  # the test being run, for the AEM metrics recorder
+_AEM_KEYS = ("aem/alpha_std", "aem/guarded_frac", "aem/missing_frac")
 _STARTED = time.time()
 _UNBUILDABLE: dict[str, str] = {}
 
@@ -56,7 +58,9 @@ def pytest_configure(config: pytest.Config) -> None:
     install_dataset_patch()
     _install_import_shims()
     min_range = os.environ.get("TRL_COMPAT_AEM_MIN_RANGE")
-    install_arm(os.environ["TRL_COMPAT_ARM"], float(min_range) if min_range else None)
+    trainer_class, _ = install_arm(os.environ["TRL_COMPAT_ARM"], float(min_range) if min_range else None)
+    if os.environ["TRL_COMPAT_ARM"] != "grpo":
+        _record_aem_metrics(trainer_class)
     manifest = Path(os.environ["HF_HOME"]) / "trl_compat_manifest.json"
     if manifest.exists():
         _UNBUILDABLE.update(json.loads(manifest.read_text(encoding="utf-8")).get("failed", {}))
@@ -74,6 +78,26 @@ def _install_import_shims() -> None:
                     raise NotImplementedError(f"{_name} does not exist in the installed TRL (trl_compat stub)")
 
                 setattr(module, name, missing)
+
+
+def _record_aem_metrics(trainer_class: type) -> None:
+    """Keep, per test, what AEM logged (did alpha move? was the noise guard on? were statistics missing?)."""
+    original = trainer_class.log
+
+    def log(self, logs, *args, **kwargs):
+        name = _CURRENT.get("test")
+        if name is not None and any(key in logs for key in _AEM_KEYS):
+            seen = _RESULTS.setdefault(name, {"outcome": None, "duration": 0.0, "message": ""}).setdefault("aem", {})
+            for key in _AEM_KEYS:
+                if key in logs:
+                    seen.setdefault(key, []).append(round(float(logs[key]), 6))
+        return original(self, logs, *args, **kwargs)
+
+    trainer_class.log = log
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _CURRENT["test"] = _short_nodeid(item.nodeid)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
