@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from trl_aem.envs.alfworld import AlfWorldEnv
-from trl_aem.envs.alfworld_gen import generate_game, offline_tasks
+from trl_aem.envs.alfworld.generator import generate_game, offline_tasks
 from trl_aem.envs.webshop import WebShopEnv
-from trl_aem.envs.webshop_catalog import build_catalog
+from trl_aem.envs.webshop.catalog import build_catalog
 
 RESULTS = Path(__file__).parent / "results"
 SEARCH_WORDS = ["black", "organic", "wireless", "shoes", "lamp", "cotton", "large", "case"]

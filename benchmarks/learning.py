@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 from trl_aem import AEMTrainer  # noqa: E402
-from trl_aem.envs import get_env, tasks_dataset  # noqa: E402
+from trl_aem.envs import get_env
 from trl_aem.recipes import (  # noqa: E402
     STEP_MODE_BUDGETS,
     env_corpus,
@@ -48,6 +48,7 @@ from trl_aem.recipes import (  # noqa: E402
     sft_learning_rate,
     step_mode_config,
 )
+from trl_aem.rollout import tasks_dataset  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 ABLATIONS = {

@@ -53,15 +53,6 @@ def child(mode: str) -> None:
         )
         model = build_model(tokenizer, hidden_size=256, num_layers=4, seed=0)
         trainer = AEMTrainer(model, LongEnv, config, processing_class=tokenizer)
-        rows = []
-        original = trainer._generate_and_score_completions
-
-        def record(inputs):
-            output = original(inputs)
-            rows.append(tuple(output["completion_ids"].shape))
-            return output
-
-        trainer._generate_and_score_completions = record
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
@@ -71,12 +62,18 @@ def child(mode: str) -> None:
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )
     turns = [log["env/turns"] for log in trainer.state.log_history if "env/turns" in log]
+    episodes = trainer.last_episodes  # the training rows, from the last generation batch's episodes
+    if mode == "step":
+        rows = (sum(len(e.turns) for e in episodes), max(len(t.completion_ids) for e in episodes for t in e.turns))
+    else:
+        width = max(sum(len(t.completion_ids) + len(t.observation_ids) for t in e.turns) for e in episodes)
+        rows = (len(episodes), width)
     print(
         json.dumps(
             {
                 "mode": mode,
                 "peak_bytes": peak,
-                "rows_x_tokens": rows[0],
+                "rows_x_tokens": rows,
                 "mean_turns": turns[0],
                 "train_seconds": seconds,
                 "device": "cuda" if torch.cuda.is_available() else "cpu",

@@ -46,7 +46,7 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 import trl_aem  # noqa: E402
 from trl_aem import AEMConfig, AEMTrainer  # noqa: E402
-from trl_aem.demo import digit_dataset, digit_reward  # noqa: E402
+from trl_aem.digits import digit_dataset, digit_reward  # noqa: E402
 from trl_aem.tiny import build_model, build_tokenizer  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "overhead.json"

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from trl_aem import AEMConfig, AEMTrainer  # noqa: E402
 from trl_aem.envs.keyword import WORDS, KeywordEnv  # noqa: E402
-from trl_aem.rollout import Episode  # noqa: E402
+from trl_aem.rollout import ChatFormatter, Episode, Turn  # noqa: E402
 from trl_aem.tiny import build_model, build_tokenizer  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -49,49 +49,43 @@ def make_trainer(delay: float, args, out: str) -> AEMTrainer:
         rollout_mode="step",
     )
     env = functools.partial(KeywordEnv, delay=delay)
-    return AEMTrainer(
+    return TimedTrainer(
         build_model(tokenizer, hidden_size=args.hidden_size, seed=0), env, config, processing_class=tokenizer
     )
 
 
-def timed_generate(trainer: AEMTrainer, clock: list[float]):
-    original = trainer._generate_turn
+class TimedTrainer(AEMTrainer):
+    """AEMTrainer whose per-turn generate calls are timed (``generate_turn`` is the engine's public hook)."""
 
-    def generate(prompts, max_new_tokens):
+    generate_seconds = 0.0
+
+    def generate_turn(self, prompts, max_new_tokens):
         started = time.perf_counter()
         try:
-            return original(prompts, max_new_tokens)
+            return super().generate_turn(prompts, max_new_tokens)
         finally:
-            clock[0] += time.perf_counter() - started
-
-    return generate
+            self.generate_seconds += time.perf_counter() - started
 
 
-def engine_run(trainer: AEMTrainer, tasks: list[dict]) -> tuple[float, float, list[Episode]]:
-    clock = [0.0]
-    trainer._generate_turn = timed_generate(trainer, clock)
-    trainer._sampled_segments = []
+def engine_run(trainer: TimedTrainer, tasks: list[dict]) -> tuple[float, float, list[Episode]]:
+    trainer.generate_seconds = 0.0
     started = time.perf_counter()
-    episodes = trainer._run_episodes(tasks, "train")
-    wall = time.perf_counter() - started
-    del trainer._generate_turn
-    return wall, clock[0], episodes
+    episodes = trainer.play_episodes(tasks, "train")
+    return time.perf_counter() - started, trainer.generate_seconds, episodes
 
 
-def sequential_run(trainer: AEMTrainer, tasks: list[dict], delay: float) -> float:
+def sequential_run(trainer: TimedTrainer, tasks: list[dict], delay: float) -> float:
     """The obvious loop: one episode at a time, one generate call per turn, env stepped inline."""
-    formatter, started = trainer._formatter, time.perf_counter()
+    formatter = ChatFormatter(trainer.processing_class, trainer.args.history_length)
+    started = time.perf_counter()
     for task in tasks:
         env = KeywordEnv(delay=delay)
         episode = Episode(
             task=task, group=0, index=0, system_prompt=KeywordEnv.system_prompt, first_observation=env.reset(task)
         )
-        from trl_aem.rollout import Turn
-
         for _ in range(trainer.args.max_turns):
-            trainer._sampled_segments = []
-            gen = trainer._generate_turn([formatter.step_prompt(episode)], trainer.args.max_turn_tokens)[0]
-            text = trainer._tokenizer.decode(gen.completion_ids, skip_special_tokens=True)
+            gen = trainer.generate_turn([formatter.step_prompt(episode)], trainer.args.max_turn_tokens)[0]
+            text = trainer.processing_class.decode(gen.completion_ids, skip_special_tokens=True)
             result = env.step(text)
             episode.turns.append(
                 Turn(
@@ -110,7 +104,9 @@ def sequential_run(trainer: AEMTrainer, tasks: list[dict], delay: float) -> floa
 
 def trl_loop_comparison(args, delays) -> list[dict]:
     """Same tool-calling tiny model, same game, 32 episodes of 4 generations: TRL's environment_factory loop
-    vs this engine (trajectory mode). Times one `_generate_and_score_completions` (rollout + rewards)."""
+    vs this engine (trajectory mode). Times one `_generate_and_score_completions` (rollout + rewards) on both: the
+    one private method a benchmark here calls, because it is the function both trainers run per generation batch
+    and TRL has no public entry point for one batch."""
     import sys
 
     from datasets import Dataset
@@ -181,7 +177,7 @@ def trl_loop_comparison(args, delays) -> list[dict]:
                 our_times.append(time.perf_counter() - started)
             our_turns = sum(len(e.turns) for e in ours.last_episodes)
             our_tokens = ours._metrics["train"]["completions/mean_length"][-1]
-            ours._env_pool.close()
+            ours.close_environments()
         rows.append(
             {
                 "env_delay_s": delay,
@@ -219,7 +215,7 @@ def main() -> None:
             engine_run(trainer, tasks[:8])  # warm-up (thread start, first generate)
             engine = [engine_run(trainer, tasks) for _ in range(args.repeats)]
             seq = [sequential_run(trainer, tasks, delay) for _ in range(args.repeats)]
-            trainer._env_pool.close()
+            trainer.close_environments()
         wall = min(w for w, _, _ in engine)
         gen = min(g for _, g, _ in engine)
         turns = sum(len(e.turns) for e in engine[0][2])

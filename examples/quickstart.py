@@ -29,8 +29,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 from trl_aem import AEMTrainer  # noqa: E402
-from trl_aem.envs import get_env, tasks_dataset  # noqa: E402
+from trl_aem.envs import get_env
 from trl_aem.recipes import STEP_MODE_BUDGETS, make_policy, sft_cold_start, sft_learning_rate, step_mode_config  # noqa: E402
+from trl_aem.rollout import tasks_dataset  # noqa: E402
 
 
 def main() -> None:

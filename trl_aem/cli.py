@@ -113,7 +113,7 @@ def train(argv: list[str]) -> None:
         )
         reward_funcs = _resolve_reward(script_args.reward)
     elif script_args.task == "digits":
-        from .demo import digit_dataset, digit_reward
+        from .digits import digit_dataset, digit_reward
 
         dataset, reward_funcs = digit_dataset(script_args.num_prompts, seed=config.seed), digit_reward
     else:
@@ -169,7 +169,8 @@ def evaluate_command(argv: list[str]) -> None:
     repo = args.adapter or args.model
     if args.push_results and os.path.isdir(repo):
         raise SystemExit(f"trl-aem eval: --push-results needs a Hub repository id, not the local folder {repo!r}")
-    from .evaluation import evaluate, load_policy, read_env_settings, resolve_env, save_report
+    from .envs import resolve_env
+    from .evaluation import evaluate, load_policy, read_env_settings, save_report
 
     trained = read_env_settings(repo, args.revision)
     env_arg = args.env or trained.get("env_spec") or trained.get("env")

@@ -23,7 +23,7 @@ from .rollout.episode import Episode
 from .rollout.prompts import ChatFormatter
 from .rollout.settings import RolloutSettings
 
-__all__ = ["EvalReport", "evaluate", "load_policy", "read_env_settings", "resolve_env"]
+__all__ = ["EvalReport", "evaluate", "load_policy", "read_env_settings"]
 
 SPLITS = ("eval", "test", "train")
 
@@ -104,26 +104,6 @@ def _adapter_base(adapter: str, revision: str | None) -> str:
     from peft import PeftConfig
 
     return PeftConfig.from_pretrained(adapter, revision=revision).base_model_name_or_path
-
-
-def resolve_env(name: str) -> tuple[Callable[[], Any], str]:
-    """``(factory, display name)`` for a built-in environment name or a ``module:attribute`` factory."""
-    import importlib
-
-    from .envs import ENVIRONMENTS, get_env
-
-    if name in ENVIRONMENTS:
-        return get_env(name), name
-    if ":" not in name:
-        raise ValueError(
-            f"unknown environment {name!r}: use a built-in name {sorted(ENVIRONMENTS)} or module:attribute"
-        )
-    module, attribute = name.split(":", 1)
-    factory = importlib.import_module(module)
-    for part in attribute.split("."):
-        factory = getattr(factory, part)
-    display = getattr(factory, "env_name", None) or attribute.split(".")[-1].lower().removesuffix("env") or "env"
-    return factory, display
 
 
 def read_env_settings(model: str, revision: str | None = None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ __all__ = [
     "compute_aem",
     "conditioning_keys",
     "entropy_drift",
+    "entropy_of_logprobs",
     "response_spans",
     "shuffle_within_groups",
     "span_means",
@@ -58,7 +59,11 @@ def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return entropy_of_logprobs(torch.log_softmax(logits.float() / temperature, dim=-1))
+
+
+def entropy_of_logprobs(logp: torch.Tensor) -> torch.Tensor:
+    """``h = -sum_v p(v) log p(v)`` from normalised log-probabilities ``(..., V)`` (``-inf`` entries contribute 0)."""
     return torch.special.entr(logp.exp()).sum(dim=-1)
 
 

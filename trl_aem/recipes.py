@@ -42,7 +42,7 @@ def make_policy(
 def env_corpus(env_factory: Callable[[], Any], num_episodes: int = 50, max_turns: int = 50) -> list[str]:
     """The text of ``num_episodes`` expert episodes on the environment's train tasks (system prompt,
     observations, actions): a corpus for the tiny model's tokenizer."""
-    from .envs import collect_demonstrations
+    from .rollout import collect_demonstrations
 
     demos = collect_demonstrations(
         env_factory, env_factory().tasks("train")[:num_episodes], rollout_mode="trajectory", max_turns=max_turns
@@ -72,7 +72,7 @@ def sft_cold_start(
     suits pretrained models; a randomly initialised one needs about 3e-3. Outputs go to ``<output_dir>/sft``."""
     from trl import SFTConfig, SFTTrainer
 
-    from .envs import collect_demonstrations
+    from .rollout import collect_demonstrations
 
     demos = collect_demonstrations(
         env_factory,

@@ -14,6 +14,7 @@ the statistic AEM normalises is the policy's, the same on every back end.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-__all__ = ["SamplingStatsRecorder", "SampledSegment", "record_sampling_stats"]
+from .modulation import entropy_of_logprobs
+
+__all__ = ["SamplingStatsRecorder", "SampledSegment", "align_segments", "record_sampling_stats"]
 
 
 class SamplingStatsRecorder(LogitsProcessor):
@@ -43,7 +46,7 @@ class SamplingStatsRecorder(LogitsProcessor):
         logp = torch.log_softmax(scores.float() / self.temperature, dim=-1)
         if self._prev_logp is not None:  # input_ids[:, -1] is the token sampled from the previous step
             self._logps.append(self._prev_logp.gather(1, input_ids[:, -1:].long()).squeeze(1))
-        self._entropies.append(torch.special.entr(logp.exp()).sum(dim=-1))
+        self._entropies.append(entropy_of_logprobs(logp))
         self._prev_logp = logp
         return scores
 
@@ -52,10 +55,6 @@ class SamplingStatsRecorder(LogitsProcessor):
         if self._prev_logp is not None:
             self._logps.append(self._prev_logp.gather(1, sequences[:, -1:].long()).squeeze(1))
             self._prev_logp = None
-
-    @property
-    def num_steps(self) -> int:
-        return len(self._entropies)
 
     def entropies(self) -> torch.Tensor:
         """``(B, steps)`` entropies, float32 on CPU."""
@@ -140,3 +139,56 @@ def _instance_attribute(obj: object, name: str, value: object) -> Iterator[None]
             setattr(obj, name, previous)
         else:
             delattr(obj, name)
+
+
+def align_segments(
+    segments: list[SampledSegment],
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    model_masks: list[list[int]] | None,
+    shape: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, T)`` token entropies and sampled-token log-probs aligned with a batch's completion tokens (NaN where
+    nothing was recorded), from the segments recorded while generating it.
+
+    One row of TRL's own tools loop holds several model responses separated by tool output (``model_masks``: 1 =
+    model token, TRL's ``tool_mask``); each run of model tokens was generated from the row's prompt plus the
+    completion before it, so it is matched to the segment with exactly that prompt and those first tokens. A
+    single-turn row is the special case of one run. Segments can arrive in any order.
+    """
+    entropy = torch.full(shape, float("nan"))
+    logp = torch.full(shape, float("nan"))
+    by_prompt: dict[tuple[int, ...], list[SampledSegment]] = defaultdict(list)
+    for segment in segments:
+        by_prompt[segment.key].append(segment)
+    for row, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids, strict=True)):
+        prompt, completion = list(prompt), list(completion)
+        mask = model_masks[row] if model_masks is not None else [1] * len(completion)
+        full = prompt + completion
+        for start, length in runs_of_ones(mask):
+            candidates = by_prompt.get(tuple(full[: len(prompt) + start]))
+            if not candidates:
+                continue
+            tokens = completion[start : start + length]
+            for k, segment in enumerate(candidates):
+                n = min(length, len(segment.completion_ids))
+                if segment.completion_ids[:n] == tokens[:n]:
+                    entropy[row, start : start + n] = segment.entropies[:n]
+                    logp[row, start : start + n] = segment.logps[:n]
+                    del candidates[k]
+                    break
+    return entropy, logp
+
+
+def runs_of_ones(mask: list[int]) -> list[tuple[int, int]]:
+    """``[(start, length), ...]`` of the runs of ones in a 0/1 list."""
+    runs, start = [], None
+    for i, value in enumerate(mask):
+        if value and start is None:
+            start = i
+        elif not value and start is not None:
+            runs.append((start, i - start))
+            start = None
+    if start is not None:
+        runs.append((start, len(mask) - start))
+    return runs

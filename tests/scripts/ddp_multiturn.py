@@ -1,7 +1,7 @@
 """Run under `torchrun --nproc_per_node 2`: multi-turn episodes, one group of 8 episodes split 4 + 4.
 
 Saves, per rank, the span statistics AEM gathered and the alpha it applied, the number of rows this rank
-trained on and its log history, for tests/test_distributed.py to compare against one process.
+trained on and its log history, for tests/trainer/test_distributed.py to compare against one process.
 """
 
 import os
@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from tests.envs import SpreadEnv
+from tests.fake_envs import SpreadEnv
 from trl_aem import AEMConfig, AEMTrainer
 from trl_aem.tiny import build_model, build_tokenizer
 

@@ -1,7 +1,8 @@
 """The standard model card of a model trained with ``trl_aem``: what it is, how to use it, how it was trained
 and how well it does, in the same layout for every model.
 
-:func:`card_context` reads everything the card shows from a trainer (config, state, model, environment);
+:class:`CardInputs` gathers what the card shows of a training run (config, log history, model, environment);
+:func:`card_context` turns it into the template's fields;
 :func:`render_card` turns such a context into a :class:`huggingface_hub.ModelCard` with the package's template
 (``trl_aem/model_cards/model_card.md``, fields described in ``SPEC.md`` beside it);
 :func:`write_model_card` does both and writes ``README.md``, the curves PNG and ``aem_env.json`` (the rollout
@@ -17,7 +18,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -29,6 +31,7 @@ from ..rollout.settings import RolloutSettings
 from .curves import CURVES_FILE, plot_training_curves
 
 __all__ = [
+    "CardInputs",
     "ENV_SETTINGS_FILE",
     "EVAL_MARKERS",
     "TRL_CITATION",
@@ -84,6 +87,57 @@ class WallClock(TrainerCallback):
 
     def elapsed(self) -> float | None:
         return None if self.started is None else time.monotonic() - self.started
+
+
+@dataclass
+class CardInputs:
+    """Everything the card reads of a training run. :meth:`from_trainer` is the one place that reads a trainer;
+    tests and tools can build one directly.
+
+    Attributes:
+        args: the run's :class:`~trl_aem.AEMConfig`.
+        log_history: ``trainer.state.log_history``.
+        global_step, max_steps: progress of the run.
+        model: the unwrapped model (a ``PeftModel`` for adapters).
+        env_factory: the environment factory, ``None`` for single-turn runs.
+        hub_model_id: the repository the run pushes to, if any.
+        elapsed_seconds: wall time of the current ``train()`` call, if running.
+        hardware: e.g. ``"2 x NVIDIA H200"``.
+        example_prompt: a real first observation of the environment, for the usage snippet.
+        system_prompt: the environment's system prompt (the snippet must send it as training did).
+        citation: the method's BibTeX.
+    """
+
+    args: Any
+    log_history: list[dict]
+    global_step: int
+    max_steps: int
+    model: Any
+    env_factory: Callable[[], Any] | None
+    hub_model_id: str | None
+    elapsed_seconds: float | None
+    hardware: str
+    example_prompt: str | None
+    system_prompt: str | None
+    citation: str
+
+    @classmethod
+    def from_trainer(cls, trainer: Any) -> CardInputs:
+        first = trainer.last_episodes[0].first_observation if trainer.last_episodes else None
+        return cls(
+            args=trainer.args,
+            log_history=list(trainer.state.log_history),
+            global_step=trainer.state.global_step,
+            max_steps=trainer.state.max_steps,
+            model=trainer.accelerator.unwrap_model(trainer.model),
+            env_factory=trainer.env_factory,
+            hub_model_id=getattr(trainer, "hub_model_id", None) or trainer.args.hub_model_id,
+            elapsed_seconds=trainer._wall_clock.elapsed(),
+            hardware=_hardware(trainer.accelerator),
+            example_prompt=first,
+            system_prompt=trainer._system_prompt,
+            citation=trainer._paper["citation"],
+        )
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
@@ -145,25 +199,25 @@ def env_info(factory) -> dict[str, str] | None:
     """How the card names and rebuilds the training environment: registry name, CLI argument, Python code."""
     if factory is None:
         return None
-    from ..envs import ENVIRONMENTS
+    from ..envs.registry import ENVIRONMENTS, registered_name
 
     target = getattr(factory, "func", factory)  # functools.partial
     module, qualname = getattr(target, "__module__", None), getattr(target, "__qualname__", None)
     spec = f"{module}:{qualname}" if module and qualname else None
     kwargs = _partial_keywords(factory)
     arguments = ", ".join(f"{key}={value!r}" for key, value in (kwargs or {}).items())
-    for name, registered in ENVIRONMENTS.items():
-        if registered == spec:
-            return {
-                "name": name,
-                "cli_name": name,
-                "spec": spec,
-                "kwargs": kwargs,
-                "import_line": "from functools import partial\nfrom trl_aem.envs import get_env"
-                if arguments
-                else "from trl_aem.envs import get_env",
-                "factory_expr": f'partial(get_env("{name}"), {arguments})' if arguments else f'get_env("{name}")',
-            }
+    name = registered_name(factory)
+    if name is not None:
+        return {
+            "name": name,
+            "cli_name": name,
+            "spec": ENVIRONMENTS[name],
+            "kwargs": kwargs,
+            "import_line": "from functools import partial\nfrom trl_aem.envs import get_env"
+            if arguments
+            else "from trl_aem.envs import get_env",
+            "factory_expr": f'partial(get_env("{name}"), {arguments})' if arguments else f'get_env("{name}")',
+        }
     name = getattr(target, "env_name", None) or re.sub(r"_?env$", "", (qualname or "env").lower()) or "env"
     importable = spec is not None and module != "__main__" and "<locals>" not in (qualname or "")
     expr = qualname if importable else "make_env"
@@ -228,17 +282,17 @@ def _model_facts(model) -> dict[str, Any]:
     return facts
 
 
-def _hardware(trainer) -> str:
+def _hardware(accelerator) -> str:
     import torch
 
-    device = trainer.accelerator.device
+    device = accelerator.device
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     elif device.type == "cpu":
         name = f"CPU ({os.cpu_count()} cores)"
     else:
         name = device.type.upper()
-    return f"{trainer.accelerator.num_processes} x {name}"
+    return f"{accelerator.num_processes} x {name}"
 
 
 def _algorithm(args) -> str:
@@ -287,7 +341,7 @@ def eval_results_from_metrics(metrics: dict[str, float], *, env_name: str, split
 
 # ---------------------------------------------------------------------------------------------- context
 def card_context(
-    trainer,
+    run: CardInputs,
     *,
     model_name: str | None = None,
     dataset_name: str | None = None,
@@ -295,17 +349,16 @@ def card_context(
     kind: str | None = None,
     adapter_repo: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the template shows, read from ``trainer`` (an :class:`~trl_aem.AEMTrainer`).
+    """Everything the template shows, from what the run left (:class:`CardInputs`).
 
     ``kind`` is ``"model"``, ``"adapter"`` (default for PEFT models) or ``"merged"`` (a PEFT model merged into
     its base weights, ``adapter_repo`` being where the adapter lives).
     """
-    args, state = trainer.args, trainer.state
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    args, model = run.args, run.model
     facts = _model_facts(model)
     kind = kind or ("adapter" if facts["peft"] else "model")
-    env = env_info(getattr(trainer, "env_factory", None))
-    hub_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id
+    env = env_info(run.env_factory)
+    hub_id = run.hub_model_id
     title = model_name or (hub_id or os.path.basename(os.path.abspath(args.output_dir))).split("/")[-1]
     if kind == "merged" and hub_id:
         hub_id, title = f"{hub_id}-merged", f"{title}-merged"
@@ -321,7 +374,7 @@ def card_context(
         base_display = f"a randomly initialised `{facts['architecture']}`"
 
     rollout = RolloutSettings.from_config(args).record()
-    history = list(state.log_history)
+    history = run.log_history
     aem_on = bool(args.use_aem)
 
     # ---- training table: (label, value) rows; a value of None drops its row
@@ -337,7 +390,7 @@ def card_context(
             peft_text += f" on a {facts['quantization']} base (QLoRA)"
         if kind == "merged":
             peft_text += "; merged into the base weights"
-    elapsed = trainer._wall_clock.elapsed() if getattr(trainer, "_wall_clock", None) else None
+    elapsed = run.elapsed_seconds
     runtime, _ = _last(history, "train_runtime")
     wall = runtime if runtime is not None else elapsed
     num_generations = args.num_generations
@@ -347,8 +400,8 @@ def card_context(
     warmup = args.warmup_steps or getattr(args, "warmup_ratio", 0) or 0
     lr_text += f", warmup {warmup})" if warmup else ")"
     clip = f"epsilon = {args.epsilon:g}" + (f", epsilon_high = {args.epsilon_high:g}" if args.epsilon_high else "")
-    steps = f"{state.global_step}" + (
-        f" of {state.max_steps}" if state.max_steps and state.max_steps != state.global_step else ""
+    steps = f"{run.global_step}" + (
+        f" of {run.max_steps}" if run.max_steps and run.max_steps != run.global_step else ""
     )
     rows: list[tuple[str, Any]] = [
         ("Base model", base_model and f"`{base_model}`" or base_display),
@@ -387,7 +440,7 @@ def card_context(
         ("Optimizer", f"`{_enum(args.optim)}`"),
         ("Precision", precision),
         ("PEFT", peft_text or "none (full fine-tuning)"),
-        ("Hardware", _hardware(trainer)),
+        ("Hardware", run.hardware),
         ("Wall time", _duration(wall) if wall is not None else None),
         ("Seed", args.seed),
     ]
@@ -433,9 +486,8 @@ def card_context(
             eval_results = eval_results_from_metrics(metrics, env_name=env["name"], split="eval")
 
     example_prompt = "Hello!"
-    episodes = getattr(trainer, "last_episodes", None)
-    if episodes and episodes[0].first_observation and len(episodes[0].first_observation) <= 300:
-        example_prompt = episodes[0].first_observation
+    if run.example_prompt and len(run.example_prompt) <= 300:
+        example_prompt = run.example_prompt
 
     tag_list = [tags] if isinstance(tags, str) else list(tags or [])
     tag_list = ["trl", "aem", "grpo", "reinforcement-learning", *(["agent", env["name"]] if env else []), *tag_list]
@@ -482,7 +534,8 @@ def card_context(
         "eval_block": "",
         "curves_file": None,
         "versions": [(name, v) for name, v in versions if v],
-        "aem_citation": trainer._paper["citation"],
+        "system_prompt": json.dumps(run.system_prompt) if run.system_prompt else None,
+        "aem_citation": run.citation,
         "trl_citation": TRL_CITATION,
     }
 
@@ -528,7 +581,7 @@ def render_card(context: dict[str, Any], template: str | None = None) -> ModelCa
 
 
 def write_model_card(
-    trainer,
+    run: CardInputs,
     folder: str | os.PathLike,
     *,
     model_name: str | None = None,
@@ -537,13 +590,13 @@ def write_model_card(
     kind: str | None = None,
     adapter_repo: str | None = None,
 ) -> ModelCard:
-    """Write ``README.md``, ``training_curves.png`` and ``aem_env.json`` for ``trainer`` into ``folder``."""
+    """Write ``README.md``, ``training_curves.png`` and ``aem_env.json`` of a run into ``folder``."""
     os.makedirs(folder, exist_ok=True)
     context = card_context(
-        trainer, model_name=model_name, dataset_name=dataset_name, tags=tags, kind=kind, adapter_repo=adapter_repo
+        run, model_name=model_name, dataset_name=dataset_name, tags=tags, kind=kind, adapter_repo=adapter_repo
     )
     try:
-        if plot_training_curves(trainer.state.log_history, os.path.join(folder, CURVES_FILE)):
+        if plot_training_curves(run.log_history, os.path.join(folder, CURVES_FILE)):
             context["curves_file"] = CURVES_FILE
     except Exception as error:  # a plotting problem must not cost a checkpoint
         logger.warning("model card: could not draw the training curves (%s: %s)", type(error).__name__, error)
@@ -551,7 +604,7 @@ def write_model_card(
         settings = {"env": context["env"]["name"], "env_spec": context["env"]["spec"], **context["rollout"]}
         if context["env"].get("kwargs"):
             settings["env_kwargs"] = context["env"]["kwargs"]
-        settings["temperature"] = trainer.args.temperature
+        settings["temperature"] = run.args.temperature
         with open(os.path.join(folder, ENV_SETTINGS_FILE), "w", encoding="utf-8") as f:
             json.dump(settings, f, indent=2)
     card = render_card(context)

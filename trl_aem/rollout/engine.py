@@ -54,7 +54,6 @@ class RolloutEngine:
         # Every rank must make the same number of generate calls per turn (vLLM server mode, ZeRO-3):
         # `sync_active` returns the largest number of running episodes over all ranks.
         self.sync_active = sync_active or (lambda n: n)
-        self.dummy_prompt = [min(self.eos_token_ids)]
         self.system_prompt: str | None = None
 
     def _generate_and_step(self, episodes: list[Episode], active: list[int], context: list[list[int]]) -> list[int]:
@@ -71,7 +70,8 @@ class RolloutEngine:
                 prompts.append(fmt.step_prompt(episode))
                 budgets.append(settings.turn_tokens)
         max_new = max([min(settings.turn_tokens, b) for b in budgets] or [1])
-        generated = self.generate(prompts or [self.dummy_prompt], max(1, max_new))
+        # a rank with no running episode still makes the call (vLLM server mode, ZeRO-3), on a one-token prompt
+        generated = self.generate(prompts or [[min(self.eos_token_ids)]], max(1, max_new))
         if not active:
             return []
         texts = fmt.tokenizer.batch_decode([g.completion_ids for g in generated], skip_special_tokens=True)

@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["Turn", "Episode", "ENDINGS", "FAULTS"]
+__all__ = ["Turn", "Episode", "FAULTS"]
 
-# done: the env said so; max_turns: turn budget spent; truncated: the conversation outgrew the context
-# (trajectory mode) ; error / timeout: the environment faulted (see AEMTrainer docs for how these are scored).
-ENDINGS = ("done", "max_turns", "truncated", "error", "timeout")
+# How an episode ends (`Episode.ending`): "done" (the env said so), "max_turns" (turn budget spent), "truncated"
+# (trajectory mode: the conversation outgrew the context), or a fault, "error" / "timeout" (see
+# trl_aem.rollout.training for how each is scored).
 FAULTS = ("error", "timeout")
 
 

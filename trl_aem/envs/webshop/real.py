@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rank_bm25 import BM25Okapi
 
-from .webshop_catalog import Catalog, Product, tokenize
+from .catalog import Catalog, Product, tokenize
 
 __all__ = ["load_real_catalog", "real_goals", "REAL_FILES"]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from datasets import Dataset
 
-from ..rollout.episode import Episode, Turn
-from ..rollout.prompts import step_messages
-from .base import StepResult
+from ..envs.base import StepResult
+from .episode import Episode, Turn
+from .prompts import step_messages
 
 __all__ = ["collect_demonstrations"]
 

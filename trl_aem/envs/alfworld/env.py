@@ -10,7 +10,7 @@ admissible commands and the win condition are ALFWorld's own.
   variants, solvable games only, the six task types). Splits: ``train``, ``eval_in_distribution``
   (``valid_seen``) and ``eval_out_of_distribution`` (``valid_unseen``); ``eval`` means the latter, as in
   verl-agent.
-* Offline (default): games generated from ALFRED's floor plans by :mod:`trl_aem.envs.alfworld_gen`.
+* Offline (default): games generated from ALFRED's floor plans by :mod:`trl_aem.envs.alfworld.generator`.
 
 Prompts follow verl-agent: the system prompt asks for reasoning in ``<think>`` and one admissible action
 in ``<action>``; every observation ends with the admissible actions. A response without an action, or
@@ -30,9 +30,9 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from .alfworld_expert import WorldView, next_command
-from .alfworld_gen import SPLITS, TASK_TYPES, generate_game, offline_tasks
-from .base import StepResult, extract_action
+from ..base import StepResult, extract_action
+from .expert import WorldView, next_command
+from .generator import SPLITS, TASK_TYPES, generate_game, offline_tasks
 
 __all__ = ["AlfWorldEnv", "real_tasks"]
 

@@ -8,7 +8,7 @@ from trl_aem import AEMTrainer
 from trl_aem.envs import StepResult
 from trl_aem.modulation import response_spans
 
-from .envs import FixedTurnsEnv, OneTurnEnv, SpreadEnv, make_faulty_tasks
+from ..fake_envs import FixedTurnsEnv, OneTurnEnv, SpreadEnv, make_faulty_tasks
 
 
 class Recording(AEMTrainer):

@@ -7,7 +7,7 @@ import pytest
 from trl_aem.envs import EnvCall, EnvPool, StepResult, TextEnv, extract_action
 from trl_aem.envs.keyword import KeywordEnv
 
-from .envs import make_faulty_tasks
+from ..fake_envs import make_faulty_tasks
 
 
 def test_extract_action():

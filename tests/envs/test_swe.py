@@ -19,7 +19,7 @@ from trl_aem.envs.swe.patch import apply_patch
 from trl_aem.envs.swe.sandbox import SandboxLimits
 from trl_aem.envs.swe.workspace import LocalWorkspace
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tool(name: str, **params) -> str:

@@ -2,7 +2,7 @@
 
 TRL's `_tool_call_loop` generates turn k+1 from `prompt + completion_so_far + tool_result` and returns one
 row per rollout with `tool_mask` (1 = model token, 0 = tool output). The offline tiny model never emits a
-tool call, so the loop's output is built here with exactly TRL's shapes; AEMTrainer must find each turn's
+tool call, so the loop's output is built here with exactly TRL's shapes; the batch's capture must find each turn's
 sampling statistics by prompt prefix and give every model span its own alpha.
 """
 
@@ -11,9 +11,11 @@ import math
 import torch
 
 from trl_aem import AEMTrainer, aem_coefficients
+from trl_aem.rollout.capture import RolloutCapture
+from trl_aem.rollout.training import RowGroups
 from trl_aem.sampling import SampledSegment
 
-from .conftest import length_reward
+from ..conftest import length_reward
 
 
 def test_tool_loop_rows_get_one_alpha_per_model_span(make_model, make_config, tokenizer, prompt_dataset):
@@ -37,10 +39,10 @@ def test_tool_loop_rows_get_one_alpha_per_model_span(make_model, make_config, to
             e = torch.rand(len(ids), generator=generator) * 3 + row + k
             ent[row, k] = e
             segments.append(SampledSegment(prefix, ids, e, -e))
-    trainer._sampled_segments = segments[::-1]  # order must not matter
     completions = [turn1[r] + tools[r] + turn2[r] for r in range(2)]
     masks = [[1] * len(turn1[r]) + [0] * len(tools[r]) + [1] * len(turn2[r]) for r in range(2)]
-    trainer._last_rollout_ids = (prompts, completions, masks)
+    # what the trainer's hooks leave in the batch's capture (segments in any order)
+    capture = RolloutCapture("sampler", segments=segments[::-1], rollout_ids=(prompts, completions, masks))
     width = max(map(len, completions))
     output = {
         "prompt_ids": torch.tensor(prompts),
@@ -50,15 +52,15 @@ def test_tool_loop_rows_get_one_alpha_per_model_span(make_model, make_config, to
         "tool_mask": torch.tensor([m + [1] * (width - len(m)) for m in masks]),
         "advantages": torch.tensor([1.0, -1.0]),
     }
-    entropy, _ = trainer._token_statistics(output)
+    stats = capture.token_statistics(output["completion_ids"])
+    entropy = stats[0]
     for row in range(2):
         a, t = len(turn1[row]), len(tools[row])
         assert torch.allclose(entropy[row, :a], ent[row, 0])
         assert torch.isnan(entropy[row, a : a + t]).all()  # tool output: no statistic
         assert torch.allclose(entropy[row, a + t : a + t + len(turn2[row])], ent[row, 1])
-    advantages = trainer._modulate_advantages(
-        output, row_group=torch.tensor([0, 0]), row_trajectory=torch.tensor([0, 1]), mode="train"
-    )
+    groups = RowGroups(group=torch.tensor([0, 0]), trajectory=torch.tensor([0, 1]))
+    advantages = trainer._modulate_advantages(output, groups, "train", stats)
     means = torch.tensor([float(ent[r, k].mean()) for r in range(2) for k in range(2)])
     alpha = aem_coefficients(means, torch.zeros(4, dtype=torch.long))
     for row in range(2):

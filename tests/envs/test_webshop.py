@@ -7,7 +7,8 @@ import pytest
 from trl import SFTConfig, SFTTrainer
 
 from trl_aem import AEMTrainer
-from trl_aem.envs import WebShopEnv, collect_demonstrations, tasks_dataset
+from trl_aem.envs import WebShopEnv
+from trl_aem.rollout import collect_demonstrations, tasks_dataset
 
 
 def play(env, task, policy, max_turns=15):
@@ -116,11 +117,11 @@ def test_trains_through_aem_trainer(make_model, tokenizer, make_config, mode):
     assert log["env/turns"] >= 1 and log["env/invalid_rate"] == 1.0 and log["env/errors"] == 0
 
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "webshop_data")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "webshop_data")
 
 
 def test_real_data_files_load_like_webshop():
-    from trl_aem.envs.webshop_real import load_real_catalog
+    from trl_aem.envs.webshop.real import load_real_catalog
 
     catalog, _ = load_real_catalog(FIXTURE, small=True)
     assert len(catalog.products) == 12  # 'nan' and the duplicate ASIN dropped

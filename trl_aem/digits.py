@@ -1,9 +1,9 @@
-"""The embedded offline default: a tiny model and a task it can learn on CPU in minutes.
+"""The built-in single-turn task of ``trl-aem train`` (``--task digits``): one a tiny model learns on CPU in minutes.
 
 Nothing here downloads anything. The model is a random-init Qwen2-style network with a byte-level BPE
 tokenizer trained on the spot (:mod:`trl_aem.tiny`); the task asks for a given digit repeated, and the
 reward is the fraction of the completion's characters that are that digit. A random policy scores
-about 0.05; a few dozen GRPO/AEM steps lift it visibly, which is what the quickstart shows.
+about 0.05; a few dozen GRPO/AEM steps lift it visibly (the overhead benchmark trains on it).
 """
 
 from __future__ import annotations

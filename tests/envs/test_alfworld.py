@@ -7,9 +7,9 @@ import pytest
 
 from trl_aem.envs import ENVIRONMENTS, AlfWorldEnv, get_env
 from trl_aem.envs.alfworld import real_tasks
-from trl_aem.envs.alfworld_gen import TASK_TYPES, generate_game, offline_tasks, scenes_for_split
+from trl_aem.envs.alfworld.generator import TASK_TYPES, generate_game, offline_tasks, scenes_for_split
 
-DATA = Path(__file__).parent / "fixtures" / "alfworld_data"
+DATA = Path(__file__).parent.parent / "fixtures" / "alfworld_data"
 
 
 def play_expert(env: AlfWorldEnv, task: dict, max_turns: int = 50) -> tuple[bool, int, list]:
@@ -164,7 +164,7 @@ def test_bad_arguments_fail_clearly():
 
 
 def test_demonstrations_for_sft_in_both_modes():
-    from trl_aem.envs import collect_demonstrations
+    from trl_aem.rollout import collect_demonstrations
 
     env = AlfWorldEnv(num_train_tasks=2, max_object_classes=3)
     tasks = env.tasks("train")

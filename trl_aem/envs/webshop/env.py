@@ -11,7 +11,7 @@ otherwise (``reward="success"``, the verl-agent / AEM paper protocol with ``succ
 
 Real WebShop data: pass ``data_dir`` (WebShop's ``data/`` folder after its ``setup.sh``) and the same
 environment plays the real products and human (or synthetic) goals, with WebShop's splits; see
-:mod:`trl_aem.envs.webshop_real`. Differences from WebShop's own server, by design: BM25 from
+:mod:`trl_aem.envs.webshop.real`. Differences from WebShop's own server, by design: BM25 from
 ``rank_bm25`` instead of pyserini, ``r_type`` from the product category (1, else 0.1) instead of spaCy
 noun overlap, and fuzzy matching from ``difflib`` instead of ``thefuzz``.
 """
@@ -21,9 +21,9 @@ from __future__ import annotations
 import difflib
 import re
 
-from .base import StepResult, extract_action
-from .webshop_catalog import Catalog, Product, build_catalog, make_goals
-from .webshop_real import load_real_catalog, real_goals
+from ..base import StepResult, extract_action
+from .catalog import Catalog, Product, build_catalog, make_goals
+from .real import load_real_catalog, real_goals
 
 __all__ = ["WebShopEnv"]
 

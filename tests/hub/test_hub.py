@@ -20,8 +20,8 @@ from trl_aem.envs import get_env
 from trl_aem.hub import download_checkpoint
 from trl_aem.rollout import RolloutSettings
 
-from .conftest import length_reward
-from .hub_server import HubServer
+from ..conftest import length_reward
+from ..hub_server import HubServer
 
 REPO = "tester/keyword-aem"
 
@@ -217,7 +217,7 @@ def test_a_later_push_keeps_the_cli_evaluations(hub, pushed):
 
 def test_eval_cli_local_model_user_env_and_trained_settings(pushed, tmp_path, capsys):
     output = tmp_path / "results.json"
-    main(["eval", "--model", pushed.args.output_dir, "--env", "tests.envs:FixedTurnsEnv", "--episodes", "3"])
+    main(["eval", "--model", pushed.args.output_dir, "--env", "tests.fake_envs:FixedTurnsEnv", "--episodes", "3"])
     main(["eval", "--model", pushed.args.output_dir, "--episodes", "3", "--output", str(output)])
     summary = json.loads(output.read_text())
     assert summary["env"] == "keyword" and summary["episodes"] == 3  # env and settings from aem_env.json

@@ -1,0 +1,1 @@
+"""Environments: the worker pool, ALFWorld, WebShop and SWE."""

@@ -1,0 +1,1 @@
+"""The multi-turn engine, prompts and multi-turn training through AEMTrainer."""

@@ -1,0 +1,1 @@
+"""The SWE sandbox against untrusted commands."""
