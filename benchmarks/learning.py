@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 from trl_aem import AEMTrainer  # noqa: E402
-from trl_aem.envs import get_env
+from trl_aem.envs import get_env  # noqa: E402
 from trl_aem.recipes import (  # noqa: E402
     STEP_MODE_BUDGETS,
     env_corpus,
@@ -61,14 +61,16 @@ ABLATIONS = {
 
 def run(args, env, seed: int, loss: str, arm: str, warm: dict, held_out) -> dict:
     """One RL run from the seed's warm-started weights; held-out success at step 0 and every eval step."""
-    overrides = ABLATIONS.get(arm, {})
+    overrides = dict(ABLATIONS.get(arm, {}))
+    if loss == "gigpo":  # GiGPO's two-level advantage with TRL's GRPO loss
+        overrides["advantage_estimator"] = "gigpo"
     model, tokenizer = warm["model_factory"]()
     config = step_mode_config(
         args.env,
         os.path.join(args.work_dir, f"{loss}-{arm}-{seed}"),
         use_aem=arm != "base",
         **args.config_overrides,
-        loss_type=loss,
+        loss_type="grpo" if loss == "gigpo" else loss,
         max_steps=args.steps,
         learning_rate=args.learning_rate,
         eval_strategy="steps",
@@ -201,7 +203,13 @@ def main() -> None:
     parser.add_argument("--env", choices=sorted(STEP_MODE_BUDGETS), default="keyword")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--losses", nargs="+", default=["grpo", "dapo"], choices=["grpo", "dapo", "dr_grpo", "bnpo"])
+    parser.add_argument(
+        "--losses",
+        nargs="+",
+        default=["grpo", "dapo", "gigpo"],
+        choices=["grpo", "dapo", "dr_grpo", "bnpo", "gigpo"],
+        help="base algorithms; gigpo = GiGPO's advantage with the GRPO loss (arms gigpo/base and gigpo/aem)",
+    )
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--eval-every", type=int, default=20)

@@ -11,9 +11,10 @@ from .rollout.settings import ROLLOUT_MODES, RolloutSettings
 
 _ROLLOUT = RolloutSettings()  # the rollout defaults (one place: trl_aem/rollout/settings.py)
 
-__all__ = ["AEMConfig", "AEM_SCOPES", "AEM_STATISTICS", "ROLLOUT_MODES", "ENV_WORKER_TYPES"]
+__all__ = ["AEMConfig", "ADVANTAGE_ESTIMATORS", "AEM_SCOPES", "AEM_STATISTICS", "ROLLOUT_MODES", "ENV_WORKER_TYPES"]
 
 AEM_SCOPES = ("group", "trajectory", "batch")
+ADVANTAGE_ESTIMATORS = ("grpo", "gigpo")
 AEM_STATISTICS = ("entropy", "surprisal")
 ENV_WORKER_TYPES = ("thread", "process")
 
@@ -75,6 +76,19 @@ class AEMConfig(GRPOConfig):
 
     Unlike `GRPOConfig`, `bf16` defaults to `True` only when a bf16-capable GPU/XPU is present; on a CPU-only
     machine the default is fp32 (bf16 is slower there and transformers refuses it without `use_cpu`).
+
+    > Base advantage (multi-turn, step mode)
+
+    advantage_estimator (`str`, defaults to `"grpo"`):
+        `"grpo"`: every turn of an episode carries the episode's group advantage (TRL's). `"gigpo"`: GiGPO's
+        two-level advantage (arXiv:2505.10978): the episode's group advantage plus `gigpo_omega` times a step-level
+        advantage computed within anchor-state groups (turns of the task's episodes that acted on the same
+        environment state, see `TextEnv.state_key`) from discounted step returns. Needs `rollout_mode="step"`.
+        AEM's alpha multiplies the combined advantage (the task's group, as in the AEM paper).
+    gigpo_gamma (`float`, defaults to `0.95`):
+        Discount of the step returns `R_t = sum_k gamma^(k-t) r_k` (GiGPO's default).
+    gigpo_omega (`float`, defaults to `1.0`):
+        Weight of the step-level advantage in `A = A_episode + omega * A_step` (GiGPO's default).
 
     > Multi-turn environment parameters (used when the trainer gets an `env`)
 
@@ -139,6 +153,12 @@ class AEMConfig(GRPOConfig):
     aem_shuffle: bool = field(
         default=False, metadata={"help": "Ablation: shuffle alpha within each normalisation group."}
     )
+    advantage_estimator: str = field(
+        default="grpo",
+        metadata={"help": "Base advantage of step-mode rows: grpo or gigpo.", "choices": list(ADVANTAGE_ESTIMATORS)},
+    )
+    gigpo_gamma: float = field(default=0.95, metadata={"help": "GiGPO: discount of step returns."})
+    gigpo_omega: float = field(default=1.0, metadata={"help": "GiGPO: weight of the step-level advantage."})
     rollout_mode: str = field(
         default=_ROLLOUT.rollout_mode,
         metadata={
@@ -199,6 +219,14 @@ class AEMConfig(GRPOConfig):
         self._require_choice("aem_scope", AEM_SCOPES)
         self._require_choice("aem_statistic", AEM_STATISTICS)
         self._require_choice("rollout_mode", ROLLOUT_MODES)
+        self._require_choice("advantage_estimator", ADVANTAGE_ESTIMATORS)
+        self._require("gigpo_gamma", _is_number_at_least(self.gigpo_gamma, 0) and self.gigpo_gamma <= 1, "in [0, 1]")
+        self._require("gigpo_omega", _is_number_at_least(self.gigpo_omega, 0), "a finite number >= 0")
+        if self.advantage_estimator == "gigpo" and self.rollout_mode != "step":
+            raise ValueError(
+                "AEMConfig: advantage_estimator='gigpo' needs rollout_mode='step' (its step-level groups compare the "
+                "turns of different episodes that acted on the same state, one training row per turn)"
+            )
         self._require_choice("env_worker_type", ENV_WORKER_TYPES)
         for name, minimum in (
             ("max_turns", 1),

@@ -40,3 +40,21 @@ def test_paper_env_cpu_configs_train_in_both_modes(tmp_path, name, mode):
         "2" if name == "alfworld" else "4",
     )
     assert "env/success_rate" in out and "'env/errors': '0'" in out and (tmp_path / "model.safetensors").exists()
+
+
+def test_alfworld_cpu_config_with_gigpo(tmp_path):
+    """GiGPO on the offline ALFWorld games: the G episodes of a game share their first state, so anchor groups form."""
+    out = run(
+        "examples/alfworld.py",
+        "--config",
+        "examples/configs/alfworld_cpu.yaml",
+        "--max_steps",
+        "1",
+        "--output_dir",
+        str(tmp_path),
+        "--advantage_estimator",
+        "gigpo",
+        "--max_turns",
+        "2",
+    )
+    assert "'env/errors': '0'" in out and "gigpo/shared_frac" in out and "gigpo/anchor_group_size" in out

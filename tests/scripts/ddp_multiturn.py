@@ -14,15 +14,32 @@ from trl_aem import AEMConfig, AEMTrainer
 from trl_aem.tiny import build_model, build_tokenizer
 
 out_dir, mode = sys.argv[1], sys.argv[2]
+estimator = sys.argv[3] if len(sys.argv) > 3 else "grpo"
 
 
 class RecordingTrainer(AEMTrainer):
     records: list = []
+    gigpo: list = []  # per batch: this rank's turns (episode, position, episode advantage) and GiGPO's result
 
     def _span_alpha(self, batch, mode):
         alpha = super()._span_alpha(batch, mode)
         self.records.append({"entropy": batch.entropy, "group": batch.group, "alpha": alpha})
         return alpha
+
+    def _gigpo_turn_advantages(self, turns, mode):
+        out = super()._gigpo_turn_advantages(turns, mode)
+        positions = list(_positions(turns))
+        self.gigpo.append(
+            {"turns": [(e, i, a) for (e, _, a), i in zip(turns, positions, strict=True)], "out": [a for *_, a in out]}
+        )
+        return out
+
+
+def _positions(turns):
+    seen = {}
+    for episode, _, _ in turns:
+        seen[id(episode)] = seen.get(id(episode), -1) + 1
+        yield seen[id(episode)]
 
 
 tokenizer = build_tokenizer()
@@ -40,6 +57,7 @@ config = AEMConfig(
     bf16=False,
     save_strategy="no",
     rollout_mode=mode,
+    advantage_estimator=estimator,
     learning_rate=1e-3,
 )
 trainer = RecordingTrainer(build_model(tokenizer, seed=0), SpreadEnv, config, processing_class=tokenizer)
@@ -48,6 +66,7 @@ rank = trainer.accelerator.process_index
 torch.save(
     {
         "records": trainer.records,
+        "gigpo": trainer.gigpo,
         "log_history": trainer.state.log_history,
         "num_processes": trainer.accelerator.num_processes,
     },

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from trl_aem import aem_coefficients
+from trl_aem.gigpo import anchor_key, default_state_key, discounted_returns, step_advantages
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "ddp_single_turn.py")
 
@@ -96,3 +97,29 @@ def test_multiturn_group_straddling_two_ranks(tmp_path, mode):
     for k in keys:
         if k != "env/rollout_seconds":
             assert rank0["log_history"][0][k] == pytest.approx(rank1["log_history"][0][k]), k
+
+
+def test_gigpo_anchor_groups_straddling_two_ranks(tmp_path):
+    """GiGPO in step mode on 2 processes: the 8 episodes of one task are split 4 + 4, so their shared first state
+    (and any later one) forms anchor groups with turns on both ranks; every turn's advantage must be what one
+    process computes from all of them."""
+    rank0, rank1 = run_torchrun(tmp_path, "step", "gigpo", script=MULTITURN_SCRIPT)
+    assert rank0["gigpo"] and len(rank0["gigpo"]) == len(rank1["gigpo"])
+    gamma, penalty, omega = 0.95, 0.1, 1.0  # the script's AEMConfig defaults
+    for b0, b1 in zip(rank0["gigpo"], rank1["gigpo"], strict=True):
+        turns = b0["turns"] + b1["turns"]
+        fields = []
+        for episode, position, _ in turns:
+            rewards = [t.reward - penalty * t.invalid for t in episode.turns]
+            observation = episode.first_observation if position == 0 else episode.turns[position - 1].observation
+            fields.append((episode.group, anchor_key(default_state_key(observation)), rewards, position))
+        returns = torch.tensor([discounted_returns(r, gamma)[p] for _, _, r, p in fields], dtype=torch.float64)
+        steps = step_advantages(
+            torch.tensor([g for g, *_ in fields]), torch.tensor([k for _, k, *_ in fields]), returns, scale=True
+        )
+        assert (steps.group_size > 1).any() and len(
+            {e.index for e, _, _ in b0["turns"]} & {e.index for e, _, _ in b1["turns"]}
+        ) == 0
+        expected = [a + omega * float(s) for (_, _, a), s in zip(turns, steps.advantage, strict=True)]
+        assert b0["out"] + b1["out"] == pytest.approx(expected, abs=1e-6)
+    assert rank0["log_history"][0]["gigpo/shared_frac"] == pytest.approx(rank1["log_history"][0]["gigpo/shared_frac"])

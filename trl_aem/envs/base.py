@@ -43,9 +43,11 @@ class TextEnv(Protocol):
     Required: ``reset(task) -> str`` (the first observation, including the goal) and
     ``step(action) -> StepResult`` where ``action`` is the model's raw response text. Optional attributes
     the trainer uses when present: ``system_prompt: str``, ``tasks(split) -> list[dict]``,
-    ``expert_action() -> str | None``, ``close()`` and ``history_observation(observation) -> str`` (a pure
+    ``expert_action() -> str | None``, ``close()``, ``history_observation(observation) -> str`` (a pure
     function: how an observation reads in a step-mode prompt once it is history; ALFWorld and WebShop drop
-    the admissible-action list there, as verl-agent does).
+    the admissible-action list there, as verl-agent does) and ``state_key(observation) -> Hashable`` (a pure
+    function: GiGPO's anchor state; two observations with equal keys are the same environment state. Default:
+    the text with whitespace collapsed, see :func:`trl_aem.gigpo.default_state_key`).
     """
 
     def reset(self, task: dict) -> str: ...

@@ -46,7 +46,9 @@ import torch
 from datasets import Dataset
 from transformers import Trainer
 
+from ..distributed import gather_ragged
 from ..envs.pool import EnvPool
+from ..gigpo import anchor_key, default_state_key, discounted_returns, step_advantages
 from ..trl_compat import (
     group_advantages,
     has_recompute_pass,
@@ -59,7 +61,7 @@ from ..trl_compat import (
 )
 from .capture import RolloutCapture, capturing
 from .engine import Generated, RolloutEngine
-from .episode import Episode
+from .episode import Episode, Turn
 from .prompts import ChatFormatter
 from .rows import episode_metrics, pad_rows
 from .settings import RolloutSettings
@@ -101,11 +103,12 @@ class EnvDescription:
     eval_dataset: Any
     system_prompt: str | None
     history_observation: Callable[[str], str] | None
+    state_key: Callable[[str], Any] | None
 
 
 def env_datasets(env: Callable[[], Any], train_dataset, eval_dataset, *, needs_eval: bool) -> EnvDescription:
-    """Tasks from the given datasets or from ``env().tasks(split)``; also reads ``env().system_prompt`` and
-    ``env().history_observation`` (see :class:`~trl_aem.envs.TextEnv`)."""
+    """Tasks from the given datasets or from ``env().tasks(split)``; also reads ``env().system_prompt``,
+    ``env().history_observation`` and ``env().state_key`` (see :class:`~trl_aem.envs.TextEnv`)."""
     probe = env()
     try:
         tasks = getattr(probe, "tasks", None)
@@ -120,6 +123,7 @@ def env_datasets(env: Callable[[], Any], train_dataset, eval_dataset, *, needs_e
             eval_dataset,
             getattr(probe, "system_prompt", None),
             getattr(probe, "history_observation", None),
+            getattr(probe, "state_key", None),
         )
     finally:
         if callable(getattr(probe, "close", None)):
@@ -152,6 +156,7 @@ class MultiTurnMixin:
             history_observation=description.history_observation,
         )
         self._system_prompt = description.system_prompt
+        self._state_key = description.state_key or default_state_key  # GiGPO's anchor state of an observation
         self.last_episodes: list[Episode] = []  # the latest generation batch's episodes, for inspection
 
     def _pool(self) -> EnvPool:
@@ -330,14 +335,16 @@ class MultiTurnMixin:
         metrics = self._metrics[mode]
         log_reward_metrics(metrics, self.reward_func_names, rewards_per_func, rewards, std)
 
-        # rows: every turn of every healthy episode
+        # rows: every turn of every healthy episode, with its episode's advantage (GRPO) or GiGPO's two-level one
         turns = [
             (episode, turn, float(advantage))
             for episode, advantage in zip(episodes, local_advantages, strict=True)
             if not episode.faulted
             for turn in episode.turns
-            if turn.completion_ids
         ]
+        if args.advantage_estimator == "gigpo":
+            turns = self._gigpo_turn_advantages(turns, mode)
+        turns = [(episode, turn, advantage) for episode, turn, advantage in turns if turn.completion_ids]
         # masked filler rows (no loss, no span) so that every one of the `steps_per_generation` training steps gets
         # at least one row even when faults left this rank (almost) nothing to learn from
         fillers = max(0, (args.steps_per_generation if mode == "train" else 1) - len(turns))
@@ -398,6 +405,40 @@ class MultiTurnMixin:
                     self, input_ids, attention_mask, logits_to_keep, batch_size
                 )
         return output, groups
+
+    def _gigpo_turn_advantages(
+        self, turns: list[tuple[Episode, Turn, float]], mode: str
+    ) -> list[tuple[Episode, Turn, float]]:
+        """GiGPO (:mod:`trl_aem.gigpo`): add ``omega * A_step`` to each turn's episode advantage. Anchor groups may
+        hold turns of several ranks (a task's episodes can straddle processes), so the turns' (task, state, return)
+        are gathered, the step advantages computed on all of them identically on every rank, and this rank's taken
+        back."""
+        args, penalty = self.args, self.args.invalid_action_penalty
+        fields, returns, position = [], {}, {}
+        for episode, _, _ in turns:  # turns come episode by episode, in order
+            if id(episode) not in returns:
+                rewards = [t.reward - penalty * t.invalid for t in episode.turns]  # sums to the env return
+                returns[id(episode)] = discounted_returns(rewards, args.gigpo_gamma)
+            t = position[id(episode)] = position.get(id(episode), -1) + 1
+            observation = episode.first_observation if t == 0 else episode.turns[t - 1].observation
+            fields.append(
+                [float(episode.group), float(anchor_key(self._state_key(observation))), returns[id(episode)][t]]
+            )
+        full, counts = gather_ragged(torch.tensor(fields, dtype=torch.float64).view(-1, 3), self.accelerator)
+        full = full.cpu()
+        steps = step_advantages(full[:, 0].long(), full[:, 1].long(), full[:, 2], scale=self.scale_rewards != "none")
+        start = int(counts[: self.accelerator.process_index].sum())
+        mine = steps.advantage[start : start + len(turns)]
+        if full.size(0):
+            metrics = self._metrics[mode]
+            groups = float(steps.group_size.double().reciprocal().sum())  # each group's turns add up to 1
+            metrics["gigpo/anchor_group_size"].append(full.size(0) / groups)
+            metrics["gigpo/step_adv_std"].append(float(steps.advantage.std(unbiased=False)))
+            metrics["gigpo/shared_frac"].append(float((steps.group_size > 1).double().mean()))
+        return [
+            (episode, turn, advantage + args.gigpo_omega * float(step))
+            for (episode, turn, advantage), step in zip(turns, mine, strict=True)
+        ]
 
     # ---------------------------------------------------------------- step mode: variable row counts
     def _prepare_inputs(self, generation_batch):

@@ -334,6 +334,14 @@ class AlfWorldEnv:
         of the current observation only (verl-agent's ALFWorld prompt)."""
         return observation.split(_ADMISSIBLE_PREFIX, 1)[0]
 
+    @staticmethod
+    def state_key(observation: str) -> tuple[str, tuple[str, ...]]:
+        """GiGPO's anchor state of an observation: its feedback text (whitespace collapsed) and the set of admissible
+        actions, so the order TextWorld lists them in does not split one state in two."""
+        feedback, _, actions = observation.partition(_ADMISSIBLE_PREFIX)
+        admissible = tuple(sorted(a.strip(" '") for a in actions.strip().removesuffix(".").strip("[]").split("', '")))
+        return " ".join(feedback.split()), admissible if actions else ()
+
     def _admissible(self) -> list[str]:
         return [c for c in self._state["admissible_commands"] if c not in _HIDDEN_COMMANDS]
 

@@ -207,6 +207,12 @@ class WebShopEnv:
         page only (as verl-agent's WebShop prompt does)."""
         return observation.split(_AVAILABLE_PREFIX, 1)[0]
 
+    @staticmethod
+    def state_key(observation: str) -> str:
+        """GiGPO's anchor state of a page: the page text without its action list (which the page determines),
+        whitespace collapsed."""
+        return " ".join(observation.split(_AVAILABLE_PREFIX, 1)[0].split())
+
     def _admissible(self) -> list[str]:
         if self.page == "search":
             return ["search[<your query>]"]
