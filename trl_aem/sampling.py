@@ -52,9 +52,22 @@ class SamplingStatsRecorder(LogitsProcessor):
 
     def finish(self, sequences: torch.Tensor) -> None:
         """Close the last step with the final sampled tokens (``sequences[:, -1]``)."""
-        if self._prev_logp is not None:
+        if self._prev_logp is not None and self._prev_logp.size(0) == sequences.size(0):  # not under beam search
             self._logps.append(self._prev_logp.gather(1, sequences[:, -1:].long()).squeeze(1))
-            self._prev_logp = None
+        self._prev_logp = None
+
+    def statistics(self, rows: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, length)`` entropies and sampled-token log-probs, NaN where nothing was recorded: a generate call
+        that did not run the processors once per sampled token of each row (beam search keeps ``num_beams`` rows per
+        sequence, a patched generate none) gives no usable statistic."""
+        entropy, logp = torch.full((rows, length), float("nan")), torch.full((rows, length), float("nan"))
+        recorded_entropy, recorded_logp = self.entropies(), self.logps()
+        if recorded_entropy.size(0) == rows:
+            steps = min(length, recorded_entropy.size(1))
+            entropy[:, :steps] = recorded_entropy[:, :steps]
+            logged = min(steps, recorded_logp.size(1))
+            logp[:, :logged] = recorded_logp[:, :logged]
+        return entropy, logp
 
     def entropies(self) -> torch.Tensor:
         """``(B, steps)`` entropies, float32 on CPU."""

@@ -128,6 +128,7 @@ class AEMTrainer(MultiTurnMixin, HubMixin, GRPOTrainer):
         self._system_prompt: str | None = None  # multi-turn: the environment's (set by `_setup_env`)
         self._capture: RolloutCapture | None = None  # the generation batch being collected
         self._aem_round = 0  # seeds the shuffled-alpha ablation per batch
+        self._warned_unrecorded = False
         if env is not None:
             if not callable(env):
                 raise TypeError(
@@ -202,13 +203,24 @@ class AEMTrainer(MultiTurnMixin, HubMixin, GRPOTrainer):
             completion_ids, logprobs = super()._generate_single_turn(
                 prompt_ids, images, multimodal_fields, num_generations, has_tool_images
             )
-        entropies, logps = recorder.entropies(), recorder.logps()
+        entropies, logps = recorder.statistics(len(completion_ids), max(map(len, completion_ids), default=0))
+        if not bool(torch.isfinite(entropies).any()) and completion_ids:
+            self._warn_unrecorded()
         for row, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids, strict=True)):
             n = len(completion)
             self._capture.segments.append(
                 SampledSegment(list(prompt), list(completion), entropies[row, :n], logps[row, :n])
             )
         return completion_ids, logprobs
+
+    def _warn_unrecorded(self) -> None:
+        if not self._warned_unrecorded:
+            self._warned_unrecorded = True
+            logger.warning(
+                "AEM: generate produced completions without calling the logits processors row by row (beam search, "
+                "or a patched generate), so no token entropies were recorded: those responses keep alpha = 1 "
+                "(counted in aem/missing_frac). Sample (num_beams=1) or use vLLM for AEM to act."
+            )
 
     def _generate(self, prompts: list):
         """``GRPOTrainer._generate`` (trl 1.16 L2193-2322); the unpadded id lists it returns first go to the capture,
