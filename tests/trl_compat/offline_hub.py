@@ -9,7 +9,8 @@ TRL's tests call ``from_pretrained("trl-internal-testing/tiny-...")`` and ``load
   ``refs/main``) so that ``from_pretrained("org/name")`` resolves with ``HF_HUB_OFFLINE=1`` and nothing patched.
 * **Tokenizers**: the Qwen-family tokenizer has Qwen's real layout where the tests depend on it: 151,643 regular
   tokens (the 256 byte-level symbols at GPT-2's ids, a few multi-character tokens at the ids the upstream tool tests
-  feed through a mocked ``generate``, unique fillers elsewhere) followed by Qwen's special tokens at their ids
+  feed through a mocked ``generate``, BPE merges learnt on the spot from the text the tests use, unique fillers
+  elsewhere) followed by Qwen's special tokens at their ids
   (``<|endoftext|>`` 151643, ``<|im_end|>`` 151645, ``<tool_call>`` 151657, ...). Chat templates are the ones the
   installed TRL ships (``trl/chat_templates/*.jinja``), read at build time, so TRL recognises them (tool-call
   parsing, ``enable_thinking``). Other families get a small byte-level BPE trained on the spot with their special
@@ -24,6 +25,7 @@ Everything is built once into a cache directory keyed by this file's contents an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -254,6 +256,43 @@ def _filler_tokens(alphabet: list[str], taken: set[str]) -> Iterator[str]:
                     yield a + b + c
 
 
+# Text the Qwen stand-ins see most (chat-template boilerplate, a tool schema, the datasets), for their BPE merges.
+QWEN_MERGE_CORPUS = [
+    "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function "
+    "signatures within <tools></tools> XML tags:\n<tools>\n",
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n',
+    '{"type": "function", "function": {"name": "multiply_tool", "description": "Multiplies two integers.", '
+    '"parameters": {"type": "object", "properties": {"a": {"type": "integer", "description": "The first integer."}, '
+    '"b": {"type": "integer", "description": "The second integer."}}, "required": ["a", "b"]}, "return": {"type": '
+    '"integer", "description": "The product of the two integers."}}}',
+    "<tool_response>\n12\n</tool_response>\nuser\nassistant\nsystem\n<think>\n\n</think>\n\n",
+    "Finish this line of the Zen of Python: What does the picture say? ",
+]
+
+
+@functools.lru_cache(maxsize=1)
+def _qwen_merges(vocab_size: int = 3000) -> tuple[list[str], list[tuple[str, str]]]:
+    """Multi-symbol tokens and merges of a byte-level BPE trained (in about a second) on the text these tests feed
+    the Qwen stand-ins. Without merges every byte is a token: prompts get several times longer than with Qwen's real
+    tokenizer, and TRL's CPU path scores the LM head over every prompt position, so the runs get slower in proportion.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    corpus = QWEN_MERGE_CORPUS + [p + c for p, c in ZEN_LINES] + small_corpus()
+    backend.train_from_iterator(corpus * 8, trainer=trainer)
+    model = json.loads(backend.to_str())["model"]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    tokens = sorted((t for t in model["vocab"] if len(t) > 1), key=model["vocab"].get)
+    return tokens, merges
+
+
 def build_qwen_tokenizer(chat_template: str, specials: list[str]):
     """A Qwen-layout tokenizer (see the module docstring); ``eos`` is ``<|im_end|>``, ``pad`` ``<|endoftext|>``."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -263,12 +302,18 @@ def build_qwen_tokenizer(chat_template: str, specials: list[str]):
     vocab: dict[str, int] = {symbol: i for i, symbol in enumerate(alphabet)}
     for token_id, text in QWEN_FIXED_TOKENS.items():
         vocab[_to_byte_level(text)] = token_id
+    merged_tokens, merges = _qwen_merges()
+    taken = set(vocab.values())
+    free_ids = (i for i in range(len(alphabet), QWEN_REGULAR_TOKENS) if i not in taken)
+    for token in merged_tokens:  # a merged token equal to a fixed one keeps the fixed (Qwen) id
+        if token not in vocab:
+            vocab[token] = next(free_ids)
     used_ids = set(vocab.values())
     fillers = _filler_tokens(alphabet, set(vocab))
     for token_id in range(QWEN_REGULAR_TOKENS):
         if token_id not in used_ids:
             vocab[next(fillers)] = token_id
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.add_tokens([AddedToken(t, special=t not in QWEN_NON_SPECIAL, normalized=False) for t in specials])
