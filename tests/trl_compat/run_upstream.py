@@ -144,6 +144,24 @@ def arm_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def aem_activity(report: dict[str, Any]) -> dict[str, int]:
+    """How many tests logged AEM metrics, and in how many alpha moved, the noise guard held every group, or the
+    statistic was missing for some response (from the ``aem`` field the plugin records on AEM arms)."""
+    logged = [entry["aem"] for entry in report["tests"].values() if entry.get("aem")]
+    if not logged:
+        return {}
+    return {
+        "tests logging aem/*": len(logged),
+        "alpha moved (aem/alpha_std > 0)": sum(max(m.get("aem/alpha_std", [0.0])) > 0 for m in logged),
+        "noise guard on every group (aem/guarded_frac = 1)": sum(
+            bool(m.get("aem/guarded_frac")) and min(m["aem/guarded_frac"]) >= 1.0 for m in logged
+        ),
+        "statistic missing somewhere (aem/missing_frac > 0)": sum(
+            max(m.get("aem/missing_frac", [0.0])) > 0 for m in logged
+        ),
+    }
+
+
 def compare(out: Path) -> dict[str, Any]:
     """Tests passing on ``grpo`` (passed, or xfailed as upstream expects) that do not on an AEM arm."""
     reports = {arm: json.loads((out / f"{arm}.json").read_text()) for arm in ARMS if (out / f"{arm}.json").exists()}
@@ -174,6 +192,11 @@ def compare(out: Path) -> dict[str, Any]:
         lines += ["", f"## Passing on `grpo`, not on `{arm}`: {len(regressions)}", ""]
         for name, entry in regressions.items():
             lines.append(f"- `{name}`: {entry[arm]}: {entry['message'][:400]}")
+    for arm, report in reports.items():
+        summary = aem_activity(report)
+        if summary:
+            result.setdefault("aem_activity", {})[arm] = summary
+            lines += ["", f"AEM activity on `{arm}`: " + ", ".join(f"{k} {v}" for k, v in summary.items())]
     (out / "comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out / "comparison.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result

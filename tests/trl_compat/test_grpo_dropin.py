@@ -322,42 +322,39 @@ def _generate_without_logits_processors(eos_token_id: int, pad_token_id: int):
     return generate
 
 
-GAPS = {
-    "generate_without_logits_processors": "AEMTrainer._generate_single_turn indexes the recorder's empty (0, 0) "
-    "statistics when generate did not run its logits processors: IndexError (TRL's "
-    "test_training_with_mask_truncated_completions and test_training_with_tools patch generate this way)",
-    "beam_search": "with num_beams > 1, SamplingStatsRecorder.finish gathers num_beams * B rows of log-probs at B "
-    "returned sequences and logps() cannot stack the steps: RuntimeError (TRL's test_training_with_generation_kwargs)",
-}
+SCENARIOS = ("generate_without_logits_processors", "beam_search")
 
 
-def _gap_params() -> list:
-    params = []
-    for gap, reason in GAPS.items():
-        for arm in ARMS:
-            marks = [] if arm == "grpo" else [pytest.mark.xfail(strict=True, reason=reason)]
-            params.append(pytest.param(gap, arm, marks=marks, id=f"{gap}-{arm}"))
-    return params
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_generate_without_per_row_statistics(scenario, assets, tmp_path):
+    """Generation that gives AEM no per-row statistic still trains on every arm, like GRPOTrainer.
 
-
-@pytest.mark.parametrize(("gap", "arm"), _gap_params())
-def test_known_dropin_gaps(gap, arm, assets, tmp_path):
-    """Configurations on which GRPOTrainer trains and AEMTrainer currently fails (strict xfail: when AEMTrainer is
-    fixed these report XPASS and the marks must go). See tests/trl_compat/README.md."""
+    Found by the upstream run (at db2ad13 AEMTrainer raised): TRL's test_training_with_mask_truncated_completions and
+    test_training_with_tools replace ``generate`` by a function that never runs the logits processors (IndexError
+    on the empty statistics), and test_training_with_generation_kwargs uses beam search, where the recorder sees
+    ``num_beams`` rows per returned sequence (RuntimeError stacking the log-probs). Such responses get no statistic:
+    alpha stays 1 and ``aem/missing_frac`` says so, so ``use_aem=False`` still reproduces GRPOTrainer exactly."""
     from unittest.mock import patch
 
     from transformers import AutoTokenizer
 
-    if gap == "beam_search":
-        case = Case(gap, {"generation_kwargs": {"do_sample": True, "num_beams": 2, "length_penalty": -0.1}})
-        result = _run(case, arm, assets, tmp_path)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(assets["policy"])
-        fake = _generate_without_logits_processors(tokenizer.eos_token_id, tokenizer.pad_token_id)
-        case = Case(gap, {"mask_truncated_completions": True})
-        with patch("transformers.generation.utils.GenerationMixin.generate", fake):
-            result = _run(case, arm, assets, tmp_path)
-    _assert_trained(case, arm, result)
+    results = {}
+    for arm in ARMS:
+        if scenario == "beam_search":
+            case = Case(scenario, {"generation_kwargs": {"do_sample": True, "num_beams": 2, "length_penalty": -0.1}})
+            results[arm] = _run(case, arm, assets, tmp_path / arm)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(assets["policy"])
+            fake = _generate_without_logits_processors(tokenizer.eos_token_id, tokenizer.pad_token_id)
+            case = Case(scenario, {"mask_truncated_completions": True})
+            with patch("transformers.generation.utils.GenerationMixin.generate", fake):
+                results[arm] = _run(case, arm, assets, tmp_path / arm)
+        _assert_trained(case, arm, results[arm])
+    torch.testing.assert_close(torch.tensor(results["aem_off"]["losses"]), torch.tensor(results["grpo"]["losses"]))
+    for name, value in results["grpo"]["params"].items():
+        torch.testing.assert_close(results["aem_off"]["params"][name], value, msg=name)
+    missing = [entry["aem/missing_frac"] for entry in results["aem"]["logs"] if "aem/missing_frac" in entry]
+    assert missing and min(missing) == 1.0, missing
 
 
 def test_arms_match_the_upstream_runner():
