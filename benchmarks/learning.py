@@ -1,23 +1,25 @@
-"""Learning curves: AEM against its base algorithm (``use_aem=False``), several seeds, same budget, plus the
-paper's ablations on one seed.
+"""Learning evidence: AEM against its base algorithm over many seeds, paired by seed, with the paper's ablations.
 
-Every run: a model (``--model``, default the offline tiny one) warm-started with ``SFTTrainer`` on the
-environment's expert demonstrations (the same for every arm of a seed), then ``--steps`` RL steps of
-``AEMTrainer`` in step mode, evaluated on the held-out tasks (``trainer.evaluate()``) before RL and every
-``--eval-every`` steps. Arms: ``aem`` and ``base`` for each loss in ``--losses`` (``grpo``, ``dapo``), and on
-the first seed with GRPO the ablations ``reversed`` (lambda = -1), ``shuffled`` (alpha permuted within the
-batch), ``trajectory`` and ``batch`` (normalisation scope). Response entropy (``aem/response_entropy``) is
-logged per step to show whether AEM keeps it up early and lowers it later.
+Every seed: a model (``--model``, default the offline tiny one) warm-started once with ``SFTTrainer`` on the
+environment's expert demonstrations (``--sft-noise``: a share of the expert's actions replaced by random admissible
+ones), then, from that same start, one RL run per arm (``--steps`` steps of ``AEMTrainer`` in step mode), each
+evaluated on the held-out tasks before RL and every ``--eval-every`` steps. Arms, per base algorithm in
+``--losses``: ``base`` (``use_aem=False``) and ``aem``; ``gigpo`` is GiGPO's two-level advantage with the GRPO loss.
+On the first ``--ablation-seeds`` seeds, with GRPO: ``reversed`` (lambda = -1), ``shuffled`` (alpha permuted within
+groups), ``trajectory`` and ``batch`` (normalisation scope).
 
-    python benchmarks/learning.py                              # keyword game, tiny model, CPU: minutes
-    python benchmarks/learning.py --env alfworld --env-kwargs '{"task_types": ["pick_and_place_simple"],
-        "max_object_classes": 2, "num_eval_tasks": 16}' --max-turns 15 --tiny-size 128x4 --env-tokenizer \
-        --sft-steps 300 --sft-learning-rate 3e-3 --steps 20 --eval-every 10
-        # ALFWorld sized for a CPU: it runs, but this tiny model stays at 0 success (see the README)
-    python benchmarks/learning.py --env alfworld --model Qwen/Qwen2.5-0.5B-Instruct --steps 150   # GPU
+The report pairs arms by seed (same warm start, same held-out tasks and evaluation seed): the mean difference of the
+final held-out success, AEM minus base, with a 95% bootstrap interval over seeds, and the same for GiGPO against
+GRPO and each ablation against AEM. Response entropy and the training success rate are logged every step, to check
+the paper's pattern (AEM keeps entropy higher than its base while failures dominate, lower once successes dominate).
 
-Writes ``benchmarks/results/learning_<env>.json``, ``.md`` (final held-out success, mean and standard
-deviation over seeds) and ``.png`` (held-out success against step).
+    python benchmarks/learning.py                               # vault game, tiny model, 2 CPU cores: about an hour
+    python benchmarks/learning.py --seeds 2 --steps 4 --eval-every 2 --sft-steps 20 --ablation-seeds 0  # smoke run
+    python benchmarks/learning.py --env keyword --seeds 3       # the first round's keyword game
+
+Runs go to ``--jobs`` worker processes (one torch thread each); each finished run is appended to
+``<work-dir>/runs.jsonl`` and a rerun with the same options skips it (``--fresh`` starts over). Writes
+``benchmarks/results/learning_<env>.json``, ``.md`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -25,30 +27,18 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import multiprocessing as mp
 import os
 import platform
+import random
 import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
-
-from trl_aem import AEMTrainer  # noqa: E402
-from trl_aem.envs import get_env  # noqa: E402
-from trl_aem.recipes import (  # noqa: E402
-    STEP_MODE_BUDGETS,
-    env_corpus,
-    make_policy,
-    sft_cold_start,
-    sft_learning_rate,
-    step_mode_config,
-)
-from trl_aem.rollout import tasks_dataset  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 ABLATIONS = {
@@ -57,134 +47,224 @@ ABLATIONS = {
     "trajectory": {"aem_scope": "trajectory"},
     "batch": {"aem_scope": "batch"},
 }
+BASES = ["grpo", "dapo", "dr_grpo", "bnpo", "gigpo"]
 
 
-def run(args, env, seed: int, loss: str, arm: str, warm: dict, held_out) -> dict:
-    """One RL run from the seed's warm-started weights; held-out success at step 0 and every eval step."""
-    overrides = dict(ABLATIONS.get(arm, {}))
-    if loss == "gigpo":  # GiGPO's two-level advantage with TRL's GRPO loss
-        overrides["advantage_estimator"] = "gigpo"
-    model, tokenizer = warm["model_factory"]()
-    config = step_mode_config(
+# ---------------------------------------------------------------------------------------------- one run
+def _env(args):
+    from trl_aem.envs import get_env
+
+    return functools.partial(get_env(args.env), **args.env_kwargs)
+
+
+def _config(args, output_dir: str, seed: int, **overrides):
+    import torch
+
+    from trl_aem.recipes import step_mode_config
+
+    return step_mode_config(
         args.env,
-        os.path.join(args.work_dir, f"{loss}-{arm}-{seed}"),
-        use_aem=arm != "base",
+        output_dir,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(),
+        seed=seed,
+        disable_tqdm=True,
         **args.config_overrides,
-        loss_type="grpo" if loss == "gigpo" else loss,
+        **overrides,
+    )
+
+
+def warm_start(args, seed: int) -> str:
+    """SFT once per seed (skipped when its folder exists); every arm of the seed loads these weights."""
+    from trl_aem.recipes import env_corpus, make_policy, sft_cold_start, sft_learning_rate
+
+    folder = os.path.join(args.work_dir, f"warm-{seed}")
+    if os.path.exists(os.path.join(folder, "config.json")):
+        return folder
+    env = _env(args)
+    corpus = env_corpus(env) if args.env_tokenizer else None
+    model, tokenizer = make_policy(args.model, seed=seed, corpus=corpus, **args.tiny_kwargs)
+    if args.sft_steps:
+        model, tokenizer = sft_cold_start(
+            model,
+            tokenizer,
+            env,
+            _config(args, os.path.join(args.work_dir, f"sft-{seed}"), seed),
+            num_episodes=len(env().tasks("train")),
+            max_steps=args.sft_steps,
+            learning_rate=args.sft_learning_rate or sft_learning_rate(args.model),
+            noise=args.sft_noise,
+        )
+    if isinstance(model, str):  # a Hub model without SFT: load it once to store the start
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run_arm(args, seed: int, base: str, arm: str) -> dict:
+    """One RL run from the seed's warm start: held-out success before RL and every eval step, the training success
+    rate and response entropy at every step."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_aem import AEMTrainer
+    from trl_aem.rollout import tasks_dataset
+
+    torch.set_num_threads(args.threads)
+    overrides = dict(ABLATIONS.get(arm, {}))
+    if base == "gigpo":  # GiGPO's two-level advantage with TRL's GRPO loss
+        overrides["advantage_estimator"] = "gigpo"
+    folder = os.path.join(args.work_dir, f"warm-{seed}")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    env = _env(args)
+    config = _config(
+        args,
+        os.path.join(args.work_dir, f"{base}-{arm}-{seed}"),
+        seed,
+        use_aem=arm != "base",
+        loss_type="grpo" if base == "gigpo" else base,
         max_steps=args.steps,
         learning_rate=args.learning_rate,
         eval_strategy="steps",
         eval_steps=args.eval_every,
         logging_steps=1,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(),
-        seed=seed,
-        disable_tqdm=True,
         **overrides,
     )
+    held_out = tasks_dataset(env().tasks("eval"), "eval")
     trainer = AEMTrainer(model, env, config, eval_dataset=held_out, processing_class=tokenizer)
-    # every arm of a seed starts from the same weights and evaluates with the same seed: measure it once
-    if "start" not in warm:
-        warm["start"] = trainer.evaluate()["eval_env/success_rate"]
-    start = warm["start"]
+    started = time.perf_counter()
+    start = trainer.evaluate()["eval_env/success_rate"]  # the same weights and eval seed for every arm of a seed
     trainer.train()
     history = trainer.state.log_history
-    curve = [(0, start)] + [
-        (log["step"], log["eval_env/success_rate"]) for log in history if "eval_env/success_rate" in log
-    ]
-    entropy = [(log["step"], log["aem/response_entropy"]) for log in history if "aem/response_entropy" in log]
-    return {"seed": seed, "loss": loss, "arm": arm, "held_out_success": curve, "response_entropy": entropy}
+    series = {
+        key: [(log["step"], log[key]) for log in history if key in log]
+        for key in ("env/success_rate", "aem/response_entropy", "aem/drift_base", "aem/drift")
+    }
+    return {
+        "seed": seed,
+        "base": base,
+        "arm": arm,
+        "held_out_success": [(0, start)]
+        + [(log["step"], log["eval_env/success_rate"]) for log in history if "eval_env/success_rate" in log],
+        "train_success": series["env/success_rate"],
+        "response_entropy": series["aem/response_entropy"],
+        "drift": series["aem/drift"] if arm != "base" else series["aem/drift_base"] or series["aem/drift"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
-def warm_start(args, env, seed: int) -> dict:
-    """SFT once per seed; every arm of the seed starts from a copy of these weights."""
-    model, tokenizer = make_policy(args.model, seed=seed, corpus=args.corpus, **args.tiny_kwargs)
-    if args.sft_steps:
-        config = step_mode_config(
-            args.env,
-            os.path.join(args.work_dir, f"sft-{seed}"),
-            use_cpu=not torch.cuda.is_available(),
-            bf16=torch.cuda.is_available(),
-            seed=seed,
-            **args.config_overrides,
-        )
-        model, tokenizer = sft_cold_start(
-            model,
-            tokenizer,
-            env,
-            config,
-            num_episodes=len(env().tasks("train")),
-            max_steps=args.sft_steps,
-            learning_rate=args.sft_learning_rate or sft_learning_rate(args.model),
-        )
-    # trainers patch the model they get (a deepcopy of a trained model keeps patches bound to the original),
-    # so every run loads the warm-started weights afresh from disk
-    folder = os.path.join(args.work_dir, f"warm-{seed}")
-    model.save_pretrained(folder)
-
-    def model_factory():
-        return AutoModelForCausalLM.from_pretrained(folder), tokenizer
-
-    return {"model_factory": model_factory}
+def _worker(payload: tuple) -> dict:
+    args, seed, base, arm = payload
+    return run_arm(args, seed, base, arm)
 
 
-def command_line(args) -> str:
-    """The command that reproduces this run (every option that is set), for the results file."""
-    parts = ["python benchmarks/learning.py"]
-    for name, value in vars(args).items():
-        if name == "work_dir" or value is None or value is False or value == {}:
-            continue
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            parts.append(flag)
-        elif isinstance(value, list):
-            parts.append(f"{flag} {' '.join(value)}")
-        elif isinstance(value, dict):
-            parts.append(f"{flag} {shlex.quote(json.dumps(value))}")
-        else:
-            parts.append(f"{flag} {value}")
-    return " ".join(parts)
+# ---------------------------------------------------------------------------------------------- statistics
+def bootstrap_interval(values: list[float], resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of ``values`` (resampling seeds)."""
+    if len(values) < 2:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+def final(run: dict) -> float:
+    return run["held_out_success"][-1][1]
+
+
+def paired(runs: list[dict], treated: tuple[str, str], control: tuple[str, str]) -> dict | None:
+    """Final held-out success of ``treated`` minus ``control`` (``(base, arm)`` pairs) on the seeds both ran."""
+    by = {(r["base"], r["arm"], r["seed"]): r for r in runs}
+    seeds = sorted({s for (b, a, s) in by if (b, a) == treated} & {s for (b, a, s) in by if (b, a) == control})
+    if not seeds:
+        return None
+    diffs = [final(by[(*treated, s)]) - final(by[(*control, s)]) for s in seeds]
+    low, high = bootstrap_interval(diffs)
+    wins = sum(d > 0 for d in diffs)
+    return {
+        "treated": "/".join(treated),
+        "control": "/".join(control),
+        "seeds": len(seeds),
+        "mean_difference": statistics.fmean(diffs),
+        "ci95": [low, high],
+        "wins": wins,
+        "losses": sum(d < 0 for d in diffs),
+        "differences": diffs,
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
     table = {}
-    for key in sorted({(r["loss"], r["arm"]) for r in runs}):
-        finals = [r["held_out_success"][-1][1] for r in runs if (r["loss"], r["arm"]) == key]
-        starts = [r["held_out_success"][0][1] for r in runs if (r["loss"], r["arm"]) == key]
-        table[f"{key[0]}/{key[1]}"] = {
-            "seeds": len(finals),
-            "start_mean": statistics.mean(starts),
-            "final_mean": statistics.mean(finals),
+    for key in sorted({(r["base"], r["arm"]) for r in runs}):
+        group = [r for r in runs if (r["base"], r["arm"]) == key]
+        finals = [final(r) for r in group]
+        table["/".join(key)] = {
+            "seeds": len(group),
+            "start_mean": statistics.fmean(r["held_out_success"][0][1] for r in group),
+            "final_mean": statistics.fmean(finals),
             "final_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
         }
     return table
 
 
+def comparisons(runs: list[dict], bases: list[str]) -> list[dict]:
+    pairs = [((base, "aem"), (base, "base")) for base in bases]
+    if "gigpo" in bases and "grpo" in bases:
+        pairs += [(("gigpo", "base"), ("grpo", "base")), (("gigpo", "aem"), ("grpo", "aem"))]
+    pairs += [(("grpo", name), ("grpo", "aem")) for name in ABLATIONS]
+    return [result for t, c in pairs if (result := paired(runs, t, c)) is not None]
+
+
+def entropy_pattern(runs: list[dict], base: str) -> dict | None:
+    """AEM minus base response entropy, averaged over seeds, in the steps where the base's training success rate is
+    below 0.5 (failures dominate) and where it is at least 0.5 (successes dominate)."""
+    by = {(r["base"], r["arm"], r["seed"]): r for r in runs}
+    seeds = sorted(s for (b, a, s) in by if (b, a) == (base, "aem") and (base, "base", s) in by)
+    phases: dict[str, list[float]] = {"failures_dominate": [], "successes_dominate": []}
+    for seed in seeds:
+        aem, control = dict(by[(base, "aem", seed)]["response_entropy"]), by[(base, "base", seed)]
+        base_entropy, success = dict(control["response_entropy"]), dict(control["train_success"])
+        for step, value in aem.items():
+            if step in base_entropy and step in success:
+                phase = "failures_dominate" if success[step] < 0.5 else "successes_dominate"
+                phases[phase].append(value - base_entropy[step])
+    if not seeds:
+        return None
+    return {
+        phase: {"steps": len(values), "mean_entropy_difference": statistics.fmean(values) if values else None}
+        for phase, values in phases.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------- report
 def plot(runs: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in sorted({(r["loss"], r["arm"]) for r in runs}):
-        group = [r for r in runs if (r["loss"], r["arm"]) == key]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for key in sorted({(r["base"], r["arm"]) for r in runs}):
+        group = [r for r in runs if (r["base"], r["arm"]) == key]
+        if len(group) < 2:
+            continue  # ablations on few seeds stay in the tables
         steps = [s for s, _ in group[0]["held_out_success"]]
         values = [[v for _, v in r["held_out_success"]] for r in group]
-        mean = [statistics.mean(col) for col in zip(*values, strict=True)]
-        std = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*values, strict=True)]
+        mean = [statistics.fmean(col) for col in zip(*values, strict=True)]
+        sem = [statistics.stdev(col) / len(col) ** 0.5 for col in zip(*values, strict=True)]
         (line,) = ax.plot(steps, mean, marker="o", label=f"{key[0]}/{key[1]} (n={len(group)})")
         ax.fill_between(
-            steps,
-            [m - s for m, s in zip(mean, std, strict=True)],
-            [m + s for m, s in zip(mean, std, strict=True)],
-            color=line.get_color(),
-            alpha=0.15,
-        )
+            steps, [m - e for m, e in zip(mean, sem, strict=True)], [m + e for m, e in zip(mean, sem, strict=True)],
+            color=line.get_color(), alpha=0.12,
+        )  # fmt: skip
         entropy = [[v for _, v in r["response_entropy"]] for r in group]
+        width = min(len(e) for e in entropy)
         ax2.plot(
-            [s for s, _ in group[0]["response_entropy"]],
-            [statistics.mean(c) for c in zip(*entropy, strict=True)],
+            [s for s, _ in group[0]["response_entropy"]][:width],
+            [statistics.fmean(c[i] for c in entropy) for i in range(width)],
             color=line.get_color(),
             label=f"{key[0]}/{key[1]}",
         )
@@ -198,90 +278,176 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", choices=sorted(STEP_MODE_BUDGETS), default="keyword")
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument(
-        "--losses",
-        nargs="+",
-        default=["grpo", "dapo", "gigpo"],
-        choices=["grpo", "dapo", "dr_grpo", "bnpo", "gigpo"],
-        help="base algorithms; gigpo = GiGPO's advantage with the GRPO loss (arms gigpo/base and gigpo/aem)",
-    )
-    parser.add_argument("--no-ablations", action="store_true")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--eval-every", type=int, default=20)
-    parser.add_argument("--sft-steps", type=int, default=150)
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--sft-learning-rate", type=float, default=None, help="default: recipes.sft_learning_rate")
-    parser.add_argument("--env-kwargs", type=json.loads, default={}, help="JSON dict for the environment class")
-    parser.add_argument("--max-turns", type=int, default=None, help="default: recipes.STEP_MODE_BUDGETS")
-    parser.add_argument("--eval-episodes", type=int, default=8, help="episodes per held-out task")
-    parser.add_argument("--tiny-size", default=None, help="HIDDENxLAYERS of the tiny model, e.g. 128x4")
-    parser.add_argument("--env-tokenizer", action="store_true", help="train the tiny tokenizer on the env's text")
-    parser.add_argument("--work-dir", default="outputs/learning")
-    args = parser.parse_args()
-    command = command_line(args)
-    env = functools.partial(get_env(args.env), **args.env_kwargs)
-    args.config_overrides = {"num_generations_eval": args.eval_episodes}
-    if args.max_turns is not None:
-        args.config_overrides["max_turns"] = args.max_turns
-    args.tiny_kwargs = {}
-    if args.tiny_size:
-        try:
-            hidden, layers = (int(v) for v in args.tiny_size.lower().split("x"))
-        except ValueError:
-            parser.error(f"--tiny-size must look like 128x4 (hidden size x layers), got {args.tiny_size!r}")
-        args.tiny_kwargs = {"hidden_size": hidden, "num_layers": layers}
-    args.corpus = env_corpus(env) if args.env_tokenizer else None
-    held_out = tasks_dataset(env().tasks("eval"), "eval")
-    started = time.time()
-    runs = []
-    for seed in range(args.seeds):
-        warm = warm_start(args, env, seed)
-        arms = [(loss, arm) for loss in args.losses for arm in ("aem", "base")]
-        if seed == 0 and not args.no_ablations:
-            arms += [("grpo", name) for name in ABLATIONS]
-        for loss, arm in arms:
-            runs.append(run(args, env, seed, loss, arm, warm, held_out))
-            print(f"seed {seed} {loss}/{arm}: held-out success {runs[-1]['held_out_success']}", flush=True)
+def report(args, command: str, runs: list[dict], wall: float) -> str:
+    import torch
+
+    results = Path(args.results_dir)
     table = summarise(runs)
+    compared = comparisons(runs, args.losses)
+    patterns = {base: entropy_pattern(runs, base) for base in args.losses}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     name = f"learning_{args.env}"
     payload = {
         "benchmark": "learning",
         "command": command,
         "table": table,
+        "comparisons": compared,
+        "entropy_pattern": patterns,
         "runs": runs,
         "device": device,
         "platform": platform.platform(),
-        "wall_s": round(time.time() - started, 1),
+        "wall_s": round(wall, 1),
         "date": time.strftime("%Y-%m-%d"),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    plot(runs, RESULTS / f"{name}.png", f"{args.env}: held-out success (mean ± std over seeds)")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    plot(runs, results / f"{name}.png", f"{args.env}: held-out success (mean ± s.e. over seeds)")
+    eval_episodes = args.config_overrides["num_generations_eval"]
     lines = [
         f"# Learning: AEM vs base on {args.env} ({args.model} model, {device})",
         "",
-        f"`{command}`, {payload['date']}, {payload['wall_s']:.0f} s. Held-out success rate before RL and after "
-        f"{args.steps} RL steps ({len(held_out)} eval tasks x {args.eval_episodes} episodes); ablations on seed 0 "
-        "only.",
+        f"`{command}`, {payload['date']}, {wall / 60:.0f} min. Held-out success rate before RL and after "
+        f"{args.steps} RL steps (eval tasks x {eval_episodes} episodes each), from one SFT warm start per seed.",
         "",
-        "| loss / arm | seeds | before RL | after RL (mean) | std |",
+        "| base / arm | seeds | before RL | after RL (mean) | std |",
         "|---|---|---|---|---|",
         *(
             f"| {key} | {row['seeds']} | {row['start_mean']:.3f} | {row['final_mean']:.3f} | {row['final_std']:.3f} |"
             for key, row in table.items()
         ),
         "",
-        f"![held-out success]({name}.png)",
+        "Paired by seed (same warm start): final held-out success, treated minus control, mean and 95% bootstrap "
+        "interval over seeds.",
+        "",
+        "| treated − control | seeds | mean difference | 95% interval | wins / losses |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {c['treated']} − {c['control']} | {c['seeds']} | {c['mean_difference']:+.3f} | "
+            f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | {c['wins']} / {c['losses']} |"
+            for c in compared
+        ),
+        "",
+        "Response entropy, AEM minus base (nats, per training step, mean over seeds), split by the base run's "
+        "training success rate at that step:",
+        "",
+        "| base | failures dominate (success < 0.5) | successes dominate (success >= 0.5) |",
+        "|---|---|---|",
+        *(
+            f"| {base} | {_fmt_phase(p['failures_dominate'])} | {_fmt_phase(p['successes_dominate'])} |"
+            for base, p in patterns.items()
+            if p
+        ),
+        "",
+        f"![held-out success and response entropy]({name}.png)",
     ]
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = "\n".join(lines) + "\n"
+    (results / f"{name}.md").write_text(text)
+    return text
+
+
+def _fmt_phase(phase: dict) -> str:
+    value = phase["mean_entropy_difference"]
+    return "no steps" if value is None else f"{value:+.4f} ({phase['steps']} steps)"
+
+
+def command_line(args) -> str:
+    """The command that reproduces this run (every option that is set), for the results file."""
+    parts = ["python benchmarks/learning.py"]
+    for name, value in vars(args).items():
+        if name in ("work_dir", "results_dir", "fresh", "jobs", "threads") or value is None or value is False or value == {}:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, list):
+            parts.append(f"{flag} {' '.join(map(str, value))}")
+        elif isinstance(value, dict):
+            parts.append(f"{flag} {shlex.quote(json.dumps(value))}")
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="vault")
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--losses", nargs="+", default=["grpo", "dapo", "gigpo"], choices=BASES,
+                        help="base algorithms; gigpo = GiGPO's advantage with the GRPO loss")  # fmt: skip
+    parser.add_argument("--ablation-seeds", type=int, default=3, help="seeds that also run the ablations (GRPO)")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--eval-every", type=int, default=20)
+    parser.add_argument("--sft-steps", type=int, default=300)
+    parser.add_argument("--sft-noise", type=float, default=0.1, help="share of random actions in the demonstrations")
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--sft-learning-rate", type=float, default=None, help="default: recipes.sft_learning_rate")
+    parser.add_argument("--env-kwargs", type=json.loads, default={}, help="JSON dict for the environment class")
+    parser.add_argument("--max-turns", type=int, default=None, help="default: recipes.STEP_MODE_BUDGETS")
+    parser.add_argument("--eval-episodes", type=int, default=4, help="episodes per held-out task")
+    parser.add_argument("--tasks-per-step", type=int, default=4, help="tasks per RL step (x 8 episodes)")
+    parser.add_argument("--tiny-size", default="64x2", help="HIDDENxLAYERS of the tiny model")
+    parser.add_argument("--env-tokenizer", action="store_true", default=True,
+                        help="train the tiny tokenizer on the env's text (default)")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (worker processes)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--work-dir", default="outputs/learning")
+    parser.add_argument("--results-dir", default=str(RESULTS), help="where the .json/.md/.png results go")
+    parser.add_argument("--fresh", action="store_true", help="ignore runs finished earlier in --work-dir")
+    args = parser.parse_args()
+    from trl_aem.recipes import STEP_MODE_BUDGETS
+
+    if args.env not in STEP_MODE_BUDGETS:
+        parser.error(f"--env must be one of {sorted(STEP_MODE_BUDGETS)}")
+    if args.seeds < 1 or args.steps < 1 or args.eval_every < 1 or args.jobs < 1:
+        parser.error("--seeds, --steps, --eval-every and --jobs must be >= 1")
+    command = command_line(args)
+    args.work_dir = os.path.join(args.work_dir, args.env)
+    args.config_overrides = {
+        "num_generations_eval": args.eval_episodes,
+        "per_device_train_batch_size": 8 * args.tasks_per_step,
+        "num_generations": 8,
+    }
+    if args.max_turns is not None:
+        args.config_overrides["max_turns"] = args.max_turns
+    args.tiny_kwargs = {}
+    if args.model == "tiny" and args.tiny_size:
+        try:
+            hidden, layers = (int(v) for v in args.tiny_size.lower().split("x"))
+        except ValueError:
+            parser.error(f"--tiny-size must look like 64x2 (hidden size x layers), got {args.tiny_size!r}")
+        args.tiny_kwargs = {"hidden_size": hidden, "num_layers": layers}
+    if args.model != "tiny":
+        args.env_tokenizer = False
+    os.makedirs(args.work_dir, exist_ok=True)
+    log_path = Path(args.work_dir) / "runs.jsonl"
+    if args.fresh and log_path.exists():
+        log_path.unlink()
+    done = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+    finished = {(r["seed"], r["base"], r["arm"]) for r in done}
+
+    started = time.time()
+    for seed in range(args.seeds):
+        warm_start(args, seed)
+        print(f"seed {seed}: warm start ready", flush=True)
+    todo = [(seed, base, arm) for seed in range(args.seeds) for base in args.losses for arm in ("base", "aem")] + [
+        (seed, "grpo", name) for seed in range(min(args.ablation_seeds, args.seeds)) for name in ABLATIONS
+    ]
+    todo = [job for job in todo if job not in finished]
+    runs = list(done)
+    context = mp.get_context("spawn")
+    with context.Pool(args.jobs, maxtasksperchild=1) as pool:
+        for result in pool.imap_unordered(_worker, [(args, *job) for job in todo]):
+            runs.append(result)
+            with log_path.open("a") as f:
+                f.write(json.dumps(result) + "\n")
+            print(
+                f"[{len(runs)}/{len(todo) + len(done)}] seed {result['seed']} {result['base']}/{result['arm']}: "
+                f"held-out {result['held_out_success']} ({result['seconds']:.0f} s)",
+                flush=True,
+            )
+    print(report(args, command, runs, time.time() - started))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "STEP_MODE_BUDGETS",
+    "STEP_MODE_HISTORY",
     "env_corpus",
     "sft_learning_rate",
     "make_policy",
@@ -18,7 +19,10 @@ __all__ = [
 ]
 
 # per built-in environment: max turns, tokens per response (what the expert's answers need, with room to spare)
-STEP_MODE_BUDGETS = {"keyword": (4, 12), "webshop": (15, 48), "alfworld": (50, 24)}
+STEP_MODE_BUDGETS = {"keyword": (4, 12), "vault": (12, 12), "webshop": (15, 48), "alfworld": (50, 24)}
+# per built-in environment, the turns of history a step-mode prompt shows (default 2, as verl-agent): the vault's
+# rooms are Markovian, and earlier rooms' door colours in the prompt only mislead a small model
+STEP_MODE_HISTORY = {"vault": 0}
 
 
 def make_policy(
@@ -65,11 +69,14 @@ def sft_cold_start(
     *,
     max_steps: int | None = None,
     learning_rate: float | None = None,
+    noise: float = 0.0,
 ) -> tuple[Any, Any]:
     """Fit ``model`` on ``num_episodes`` expert episodes of the environment's train tasks (one epoch, or
     ``max_steps`` steps), in the RL run's rollout mode and history length (so SFT and RL see the same
     prompts); returns the fitted ``(model, tokenizer)``. ``learning_rate`` defaults to ``SFTConfig``'s, which
-    suits pretrained models; a randomly initialised one needs about 3e-3. Outputs go to ``<output_dir>/sft``."""
+    suits pretrained models; a randomly initialised one needs about 3e-3. With ``noise > 0`` the expert is imperfect:
+    that fraction of its actions is replaced by random admissible ones and failed episodes are kept (a warm start
+    that leaves room for RL). Outputs go to ``<output_dir>/sft``."""
     from trl import SFTConfig, SFTTrainer
 
     from .rollout import collect_demonstrations
@@ -80,6 +87,9 @@ def sft_cold_start(
         rollout_mode=config.rollout_mode,
         history_length=config.history_length,
         max_turns=config.max_turns,
+        noise=noise,
+        successful_only=noise == 0.0,
+        seed=config.seed,
     )
     sft = SFTTrainer(
         model,
@@ -116,7 +126,8 @@ def train_and_save(model: Any, env_factory: Callable[[], Any], config: Any, toke
 
 
 def step_mode_config(env_name: str, output_dir: str, **overrides: Any):
-    """The ``AEMConfig`` the quickstart and the learning benchmark share: step mode with a history of 2, the
+    """The ``AEMConfig`` the quickstart and the learning benchmark share: step mode with the environment's history
+    (:data:`STEP_MODE_HISTORY`, 2 by default), the
     environment's turn budget (:data:`STEP_MODE_BUDGETS`), 4 tasks x 8 episodes per step, held-out eval
     with 8 episodes per task, no KL, sampling at temperature 1; ``overrides`` win."""
     from .config import AEMConfig
@@ -125,7 +136,7 @@ def step_mode_config(env_name: str, output_dir: str, **overrides: Any):
     params = dict(
         output_dir=output_dir,
         rollout_mode="step",
-        history_length=2,
+        history_length=STEP_MODE_HISTORY.get(env_name, 2),
         max_turns=max_turns,
         max_turn_tokens=turn_tokens,
         max_completion_length=256,

@@ -178,8 +178,9 @@ def test_demonstrations_for_sft_in_both_modes():
     assert first[1]["content"].startswith("-= Welcome to TextWorld, ALFRED! =-")
     assert all(m["content"].startswith("<action>") for m in first if m["role"] == "assistant")
     # step prompts list the admissible actions of the current observation only (verl-agent's layout)
-    assert all(row["messages"][1]["content"].count("admissible actions") == 1 for row in steps)
-    assert "Your last 2 step(s):" in steps[3]["messages"][1]["content"]
+    assert all(row["prompt"][1]["content"].count("admissible actions") == 1 for row in steps)
+    assert "Your last 2 step(s):" in steps[3]["prompt"][1]["content"]
+    assert all(row["completion"][0]["content"].startswith("<action>") for row in steps)
 
 
 def test_group_of_episodes_on_one_game_share_the_translation_not_the_state():

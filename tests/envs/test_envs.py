@@ -69,8 +69,12 @@ def test_faults_end_only_their_slot(worker_type, fault):
         tasks = make_faulty_tasks(fault)
         assert all(o.ok for o in pool.run([EnvCall(k, "reset", t) for k, t in enumerate(tasks)]))
         outcomes = pool.run([EnvCall(k, "step", "<action>apple</action>") for k in range(len(tasks))])
-        expected = "timeout" if fault == "hang" else "error"
+        expected = {"hang": "timeout", "bad_return": "contract"}.get(fault, "error")
         assert outcomes[2].status == expected and outcomes[2].error
+        if fault == "bad_return":  # one line saying what to return
+            assert outcomes[2].error.startswith("env.step must return trl_aem.envs.StepResult(") and "\n" not in (
+                outcomes[2].error
+            )
         assert all(o.ok for k, o in enumerate(outcomes) if k != 2)
         if fault in ("hang", "crash"):
             assert pool.replaced == 1

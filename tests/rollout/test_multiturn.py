@@ -5,7 +5,8 @@ import torch
 from datasets import Dataset
 
 from trl_aem import AEMTrainer
-from trl_aem.envs import StepResult
+from trl_aem.envs import EnvContractError, StepResult
+from trl_aem.envs.keyword import KeywordEnv
 from trl_aem.modulation import response_spans
 
 from ..fake_envs import FixedTurnsEnv, OneTurnEnv, SpreadEnv, make_faulty_tasks
@@ -252,3 +253,45 @@ def test_a_batch_where_every_episode_faults_still_trains(make_model, tokenizer, 
     assert logged(trainer, "env/errors")[0] == 8  # 2 generation batches x 4 episodes, all faulted
     assert all(loss == 0.0 for loss in logged(trainer, "loss"))
     assert all(e.faulted for e in trainer.episodes[0])
+
+
+def test_a_run_whose_episodes_all_fault_stops_with_the_cause(make_model, tokenizer, env_config):
+    tasks = [{"words": ["apple"], "fault": "raise", "fault_turn": 0} for _ in range(2)]
+    config = env_config(rollout_mode="step", max_steps=5, per_device_train_batch_size=4)
+    trainer = AEMTrainer(make_model(), SpreadEnv, config, train_dataset=Dataset.from_list(tasks),
+                         processing_class=tokenizer)  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"last 3 generation batches .* RuntimeError: the environment broke"):
+        trainer.train()
+    assert trainer.state.global_step == 2  # two steps on fully faulted batches, the third batch stopped the run
+
+
+class FiveTuple(KeywordEnv):
+    def step(self, action):
+        result = super().step(action)
+        return result.observation, result.reward, result.done, False, result.info  # gymnasium's step
+
+
+class TextStep(KeywordEnv):
+    def step(self, action):
+        return "an observation"
+
+
+class NoneReset(KeywordEnv):
+    def reset(self, task):
+        super().reset(task)
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (FiveTuple, r"env.step returned a 5-tuple, gymnasium's .*return trl_aem.envs.StepResult"),
+        (TextStep, r"env.step must return trl_aem.envs.StepResult\(observation, reward, done, info\), got str"),
+        (NoneReset, r"env.reset must return the first observation as str, got NoneType"),
+    ],
+)
+def test_an_environment_that_breaks_the_contract_fails_fast_with_one_line(make_model, tokenizer, env_config, env,
+                                                                          message):  # fmt: skip
+    trainer = AEMTrainer(make_model(), env, env_config(rollout_mode="step", max_steps=3), processing_class=tokenizer)
+    with pytest.raises(EnvContractError, match=message) as raised:
+        trainer.train()
+    assert "\n" not in str(raised.value) and trainer.state.global_step == 0

@@ -1,10 +1,11 @@
 """Environments: the ``TextEnv`` contract, a fault-tolerant worker pool, and built-in environments.
 
 Built-in environments (see :mod:`trl_aem.envs.registry`) are imported on first use, so their dependencies stay out
-of ``import trl_aem.envs``: ``KeywordEnv`` (a tiny word game), ``WebShopEnv``, ``AlfWorldEnv`` and ``SWEEnv``.
+of ``import trl_aem.envs``: ``KeywordEnv`` (a tiny word game), ``VaultEnv`` (a corridor of doors where credit
+assignment matters), ``WebShopEnv``, ``AlfWorldEnv`` and ``SWEEnv``.
 """
 
-from .base import ACTION_FORMAT, StepResult, TextEnv, extract_action
+from .base import ACTION_FORMAT, EnvContractError, StepResult, TextEnv, extract_action
 from .pool import EnvCall, EnvOutcome, EnvPool
 from .registry import ENVIRONMENTS, get_env, resolve_env
 
@@ -13,19 +14,27 @@ __all__ = [
     "ENVIRONMENTS",
     "AlfWorldEnv",
     "EnvCall",
+    "EnvContractError",
     "EnvOutcome",
     "EnvPool",
     "KeywordEnv",
     "SWEEnv",
     "StepResult",
     "TextEnv",
+    "VaultEnv",
     "WebShopEnv",
     "extract_action",
     "get_env",
     "resolve_env",
 ]
 
-_LAZY = {"KeywordEnv": "keyword", "AlfWorldEnv": "alfworld", "WebShopEnv": "webshop", "SWEEnv": "swe"}
+_LAZY = {
+    "KeywordEnv": "keyword",
+    "AlfWorldEnv": "alfworld",
+    "WebShopEnv": "webshop",
+    "SWEEnv": "swe",
+    "VaultEnv": "vault",
+}
 
 
 def __getattr__(name: str):

@@ -10,12 +10,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["StepResult", "TextEnv", "extract_action", "ACTION_FORMAT"]
+__all__ = ["ACTION_FORMAT", "EnvContractError", "StepResult", "TextEnv", "extract_action"]
 
 ACTION_FORMAT = (
     "Think briefly, then give exactly one action inside <action></action> tags, for example "
     "<action>go to desk 1</action>."
 )
+
+
+class EnvContractError(TypeError):
+    """An environment broke the :class:`TextEnv` contract (``reset`` did not return a ``str``, ``step`` did not
+    return a :class:`StepResult`): a bug of the environment, which every episode would hit, so training stops at
+    once with this message instead of ending every episode as an error."""
 
 
 @dataclass

@@ -8,7 +8,9 @@ list of calls (``reset`` or ``step`` on some slots) and gets one :class:`EnvOutc
 - ``ok``: the call returned (``value`` is the observation or the :class:`StepResult`);
 - ``error``: it raised, returned something malformed, or its process died (``error`` says what);
 - ``timeout``: it ran past ``timeout`` seconds; the worker is abandoned (thread) or killed (process)
-  and the slot gets a fresh worker and environment instance on its next call.
+  and the slot gets a fresh worker and environment instance on its next call;
+- ``contract``: it returned something the :class:`~trl_aem.envs.TextEnv` contract does not allow (a bug of the
+  environment, not a fault of the episode; ``error`` says what): the rollout engine stops the run with it.
 
 At most ``max_workers`` calls run at once. Nothing an environment does can raise out of :meth:`run`,
 except a configuration error (an environment factory that cannot be pickled in process mode).
@@ -30,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .base import StepResult
+from .base import EnvContractError, StepResult
 
 __all__ = ["EnvCall", "EnvOutcome", "EnvPool", "coerce_step_result"]
 
@@ -51,7 +53,7 @@ class EnvCall:
 
 @dataclass
 class EnvOutcome:
-    status: str  # "ok" | "error" | "timeout"
+    status: str  # "ok" | "error" | "timeout" | "contract"
     value: Any = None
     error: str | None = None
     seconds: float = 0.0
@@ -62,25 +64,44 @@ class EnvOutcome:
 
 
 def coerce_step_result(value: Any) -> StepResult:
-    """Accept a :class:`StepResult` (or a gym-like ``(observation, reward, done, info)`` tuple); reject
-    anything else with a message naming what was returned."""
+    """Accept a :class:`StepResult` (or a gym-like ``(observation, reward, done, info)`` tuple); reject anything
+    else with an :class:`EnvContractError` naming what was returned and what to return instead."""
     if isinstance(value, tuple) and len(value) == 4:
         value = StepResult(*value)
+    if isinstance(value, tuple) and len(value) == 5:
+        raise EnvContractError(
+            "env.step returned a 5-tuple, gymnasium's (observation, reward, terminated, truncated, info); return "
+            "trl_aem.envs.StepResult(observation, reward, done=terminated or truncated, info) instead"
+        )
     if not isinstance(value, StepResult):
-        raise TypeError(f"env.step must return a StepResult, got {type(value).__name__}")
+        raise EnvContractError(
+            f"env.step must return trl_aem.envs.StepResult(observation, reward, done, info), got "
+            f"{type(value).__name__} {_preview(value)}"
+        )
     if not isinstance(value.observation, str):
-        raise TypeError(f"StepResult.observation must be str, got {type(value.observation).__name__}")
-    reward = float(value.reward)
+        raise EnvContractError(f"StepResult.observation must be str, got {type(value.observation).__name__}")
+    try:
+        reward = float(value.reward)
+    except (TypeError, ValueError) as error:
+        raise EnvContractError(f"StepResult.reward must be a number, got {value.reward!r}") from error
     if reward != reward or reward in (float("inf"), float("-inf")):
         raise ValueError(f"StepResult.reward must be finite, got {value.reward!r}")
     return StepResult(value.observation, reward, bool(value.done), dict(value.info or {}))
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _call(env: Any, method: str, arg: Any) -> Any:
     if method == "reset":
         observation = env.reset(arg)
         if not isinstance(observation, str):
-            raise TypeError(f"env.reset must return the first observation as str, got {type(observation).__name__}")
+            raise EnvContractError(
+                f"env.reset must return the first observation as str, got {type(observation).__name__} "
+                f"{_preview(observation)}"
+            )
         return observation
     if method == "step":
         return coerce_step_result(env.step(arg))
@@ -117,6 +138,8 @@ class _ThreadWorker:
                 if env is None:
                     env = factory()
                 results.put((self.slot, self.epoch, "ok", _call(env, method, arg)))
+            except EnvContractError as error:
+                results.put((self.slot, self.epoch, "contract", str(error)))
             except BaseException as error:  # noqa: BLE001 - an env fault must not escape its worker
                 results.put((self.slot, self.epoch, "error", _describe(error)))
         if env is not None and callable(getattr(env, "close", None)):
@@ -161,6 +184,8 @@ def _process_main(factory_bytes: bytes, conn) -> None:
             if env is None:
                 env = factory()
             reply = ("ok", _call(env, method, arg))
+        except EnvContractError as error:
+            reply = ("contract", str(error))
         except BaseException as error:  # noqa: BLE001
             reply = ("error", _describe(error))
         try:
@@ -339,6 +364,8 @@ class EnvPool:
                 self._booting.discard(slot)
             elif status == "ok":
                 self._finish(slot, EnvOutcome("ok", value=value))
+            elif status == "contract":
+                self._finish(slot, EnvOutcome("contract", error=value))
             else:
                 if status == "crash":
                     self._retire(slot)

@@ -26,12 +26,13 @@ def collect_demonstrations(
     successful_only: bool = True,
     seed: int = 0,
 ) -> Dataset:
-    """Play ``tasks`` with the environment's expert and return a ``datasets.Dataset`` with a ``messages``
-    column that TRL's ``SFTTrainer`` trains on directly.
+    """Play ``tasks`` with the environment's expert and return a ``datasets.Dataset`` that TRL's ``SFTTrainer``
+    trains on directly.
 
-    ``rollout_mode="trajectory"``: one conversation per episode (system, observation, action, ...).
-    ``"step"``: one example per turn with the step-mode prompt the RL trainer uses, so SFT and RL see the
-    same inputs. With ``noise > 0`` the expert is replaced by a random admissible action with that
+    ``rollout_mode="trajectory"``: one conversation per episode (system, observation, action, ...) in a ``messages``
+    column. ``"step"``: one example per turn, conversational prompt-completion (``prompt``: the step-mode prompt the
+    RL trainer uses, so SFT and RL see the same inputs; ``completion``: the action), so SFTTrainer's loss covers the
+    action only (its ``completion_only_loss``), not the prompt. With ``noise > 0`` the expert is replaced by a random admissible action with that
     probability (recovery behaviour in the data); ``successful_only`` keeps only episodes that succeeded.
     """
     if rollout_mode not in ("trajectory", "step"):
@@ -54,13 +55,16 @@ def collect_demonstrations(
             action = env.expert_action()
             if action is None:
                 break
-            # noise: a random action from the `admissible` list of the previous step's info (the contract's
-            # field), when the environment gives one; templates like search[<your query>] are skipped
+            # noise: a random admissible action, from env.admissible_actions() when the environment has it, else
+            # from the `admissible` list of the previous step's info (the contract's field); templates like
+            # search[<your query>] are skipped
+            if callable(getattr(env, "admissible_actions", None)):
+                admissible = list(env.admissible_actions())
             concrete = [a for a in admissible if "<" not in a]
             if noise and concrete and rng.random() < noise:
                 action = f"<action>{rng.choice(concrete)}</action>"
             prompt = step_messages(episode, history_length, getattr(env, "history_observation", None))
-            step_rows.append({"messages": [*prompt, {"role": "assistant", "content": action}]})
+            step_rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": action}]})
             result: StepResult = env.step(action)
             conversation.append({"role": "assistant", "content": action})
             episode.turns.append(

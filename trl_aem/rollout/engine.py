@@ -4,7 +4,8 @@ All episodes of a generation batch run together. Each turn: build the prompts of
 running, make **one** batched ``generate`` call for them (finished episodes drop out), then run every
 ``env.step`` in parallel in the :class:`~trl_aem.envs.EnvPool`. Episodes end on ``done``, ``max_turns``,
 the context limit (trajectory mode), or an environment fault (error / timeout), which ends that
-episode only.
+episode only. An environment that breaks its contract (wrong return types) raises
+:class:`~trl_aem.envs.EnvContractError` out of :meth:`RolloutEngine.run`: every episode would hit that bug.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..envs.base import StepResult
+from ..envs.base import EnvContractError, StepResult
 from ..envs.pool import EnvCall, EnvPool
 from .episode import Episode, Turn
 from .prompts import ChatFormatter
@@ -96,6 +97,8 @@ class RolloutEngine:
     def _apply(self, episode: Episode, outcome, context: list[list[int]], k: int) -> None:
         """Record one environment step's outcome on its episode and decide whether the episode ends."""
         settings, current = self.settings, episode.turns[-1]
+        if outcome.status == "contract":
+            raise EnvContractError(outcome.error)
         if not outcome.ok:
             episode.ending, episode.error = outcome.status, f"step {len(episode.turns)}: {outcome.error}"
             return
@@ -123,6 +126,8 @@ class RolloutEngine:
         outcomes = self.pool.run([EnvCall(k, "reset", task) for k, task in enumerate(tasks)])
         for episode, outcome in zip(episodes, outcomes, strict=True):
             episode.system_prompt = self.system_prompt
+            if outcome.status == "contract":
+                raise EnvContractError(outcome.error)
             if outcome.ok:
                 episode.first_observation = outcome.value
                 episode.initial_prompt_ids = fmt.initial_prompt(episode)

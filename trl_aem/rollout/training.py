@@ -69,6 +69,9 @@ from .settings import RolloutSettings
 __all__ = ["MultiTurnMixin", "RowGroups", "env_datasets", "env_return", "tasks_dataset"]
 
 TASK_COLUMN = "task_json"
+# consecutive training generation batches in which every episode faulted before the run stops: one such batch
+# happens (a flaky service); several in a row mean the environment cannot run at all
+MAX_FAULTED_BATCHES = 3
 _PLACEHOLDER_PROMPT = [{"role": "user", "content": ""}]
 
 
@@ -145,6 +148,7 @@ class MultiTurnMixin:
     _capture: RolloutCapture | None
     _env_pool: EnvPool | None = None
     _micro_weight = 1.0  # step mode: the weight of the micro-batch being run (see `training_step`)
+    _faulted_batches = 0  # consecutive training batches whose every episode faulted
 
     def _setup_env(self, env: Callable[[], Any], description: EnvDescription) -> None:
         args = self.args
@@ -207,7 +211,22 @@ class MultiTurnMixin:
             episodes = engine.run(tasks, [i // num_generations for i in indices], indices)
         self._log_env_metrics(episodes, mode, time.perf_counter() - started)
         self.last_episodes = episodes
+        if mode == "train":
+            self._stop_if_nothing_runs(episodes)
         return episodes
+
+    def _stop_if_nothing_runs(self, episodes: list[Episode]) -> None:
+        """Raise when every episode of :data:`MAX_FAULTED_BATCHES` consecutive training batches (all ranks) faulted:
+        the run would otherwise go on training on nothing."""
+        local = torch.tensor([sum(e.faulted for e in episodes), len(episodes)], device=self.accelerator.device)
+        faulted, total = self.accelerator.gather(local).view(-1, 2).sum(dim=0).tolist()
+        self._faulted_batches = self._faulted_batches + 1 if total and faulted == total else 0
+        if self._faulted_batches >= MAX_FAULTED_BATCHES:
+            first = next((e.error for e in episodes if e.faulted), "on another process") or ""
+            raise RuntimeError(
+                f"every episode of the last {MAX_FAULTED_BATCHES} generation batches ended in an environment error "
+                f"or timeout, so there is nothing to train on; the first: {first.splitlines()[0]}"
+            )
 
     def generate_turn(self, prompts: list[list[int]], max_new_tokens: int) -> list[Generated]:
         """One batched generate call with the current policy, as the rollout engine makes each turn: through TRL's
