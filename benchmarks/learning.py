@@ -354,7 +354,12 @@ def command_line(args) -> str:
     """The command that reproduces this run (every option that is set), for the results file."""
     parts = ["python benchmarks/learning.py"]
     for name, value in vars(args).items():
-        if name in ("work_dir", "results_dir", "fresh", "jobs", "threads") or value is None or value is False or value == {}:
+        if (
+            name in ("work_dir", "results_dir", "fresh", "jobs", "threads")
+            or value is None
+            or value is False
+            or value == {}
+        ):
             continue
         flag = "--" + name.replace("_", "-")
         if value is True:

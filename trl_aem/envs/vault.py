@@ -149,7 +149,9 @@ class VaultEnv:
             sign = f"take the {colors[target]} door"
         else:
             locked = [c for i, c in enumerate(colors) if i != target]
-            sign = " and ".join(f"the {c} door" for c in locked) + (" is locked" if len(locked) == 1 else " are locked")
+            sign = " and ".join(f"the {c} door" for c in locked) + (
+                " is locked" if len(locked) == 1 else " are locked"
+            )
         return {"colors": colors, "target": target, "sign": sign}
 
     def _describe(self) -> str:
