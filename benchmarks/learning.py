@@ -412,6 +412,7 @@ def main() -> None:
         "num_generations_eval": args.eval_episodes,
         "per_device_train_batch_size": 8 * args.tasks_per_step,
         "num_generations": 8,
+        "rollout_waves": 1,  # instant environments: one generate call per turn (waves only hide slow env steps)
     }
     if args.max_turns is not None:
         args.config_overrides["max_turns"] = args.max_turns

@@ -91,8 +91,7 @@ def main() -> None:
     phases["rl"] = time.perf_counter() - phase
     print("\n[4/4] held-out evaluation after RL, saving")
     after = trainer.evaluate()
-    trainer.save_model(args.output_dir)
-    trainer.create_model_card()  # README.md card, training_curves.png and aem_env.json beside the weights
+    trainer.create_model_card()  # the card again, now with the final held-out results (train() saved the weights)
 
     episodes = int(len(trainer.eval_dataset) * config.num_generations_eval)
     print(

@@ -1,12 +1,15 @@
 """``trl-aem``: the command line.
 
+    trl-aem train --env keyword --output_dir keyword-aem       # tiny model, SFT warm start + AEM RL, CPU, ~2 min
     trl-aem train --config examples/configs/quickstart.yaml
     trl-aem train --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name trl-lib/DeepMath-103K \
         --reward accuracy --max_steps 100 --use_aem false
     torchrun --nproc_per_node 2 -m trl_aem.cli train --config my.yaml
 
 ``train`` parses :class:`ScriptArguments` and every :class:`~trl_aem.AEMConfig` field TrlParser-style: a
-YAML ``--config`` file first, then any field overridden on the command line.
+YAML ``--config`` file first, then any field overridden on the command line. With ``--env`` (``environment:`` in a
+YAML file) the defaults are the environment's step-mode settings, and with the tiny model a schedule that learns on
+a CPU in minutes (``trl_aem.recipes``); anything the file or the command line sets wins.
 
     trl-aem eval --model user/keyword-aem --env keyword --episodes 128 --push-results
 
@@ -29,6 +32,17 @@ TINY_MODEL = "tiny"
 BUILTIN_TASKS = ("digits",)
 
 
+def _environment_help() -> str:
+    from .envs.registry import SUMMARIES
+
+    names = "; ".join(f"{name}: {summary}" for name, summary in SUMMARIES.items())
+    return (
+        "Train multi-turn in an environment (tasks from env().tasks('train')): a built-in name or module:attribute. "
+        f"Built-in: {names}. In a YAML config write `environment: NAME` (TrlParser keeps `env:` for environment "
+        "variables)."
+    )
+
+
 @dataclass
 class ScriptArguments:
     """What to train on (everything about *how* to train lives in AEMConfig)."""
@@ -37,13 +51,24 @@ class ScriptArguments:
         default=TINY_MODEL,
         metadata={"help": f"Hub id or local path of a causal LM; '{TINY_MODEL}' builds the embedded offline model."},
     )
+    environment: str | None = field(default=None, metadata={"aliases": ["--env"], "help": _environment_help()})
+    env_kwargs: str | None = field(
+        default=None, metadata={"help": 'JSON keyword arguments of the environment, e.g. \'{"data_dir": "data"}\'.'}
+    )
+    sft_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Steps of an SFT warm start on the environment's expert demonstrations before RL (0: none). "
+            "Default: what the tiny model needs to learn the environment (trl_aem.recipes.TINY_SCHEDULES), 0 for "
+            "other models."
+        },
+    )
+    sft_noise: float = field(
+        default=0.0, metadata={"help": "Share of the expert's actions replaced by random ones in the warm start."}
+    )
     task: str = field(
         default="digits",
         metadata={"help": f"Built-in offline single-turn task used when no dataset_name is given: {BUILTIN_TASKS}."},
-    )
-    env: str | None = field(
-        default=None,
-        metadata={"help": "Train multi-turn in a built-in environment (tasks from env().tasks('train')): 'keyword'."},
     )
     dataset_name: str | None = field(
         default=None,
@@ -69,48 +94,115 @@ def _resolve_reward(name: str):
     raise SystemExit(f"trl-aem: unknown --reward {name!r}; trl.rewards provides {available}")
 
 
+def _chosen(argv: list[str], names: tuple[str, ...]) -> str | None:
+    """The value of the first of ``--NAME VALUE`` / ``--NAME=VALUE`` in ``argv`` or, failing that, of ``NAME`` in the
+    ``--config`` YAML file."""
+    for i, token in enumerate(argv):
+        for name in names:
+            if token == f"--{name}" and i + 1 < len(argv):
+                return argv[i + 1]
+            if token.startswith(f"--{name}="):
+                return token.split("=", 1)[1]
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        import yaml
+
+        path = argv[argv.index("--config") + 1]
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except OSError as error:
+            raise SystemExit(f"trl-aem train: cannot read --config {path}: {error.strerror}") from error
+        for name in names:
+            if isinstance(data, dict) and data.get(name) is not None:
+                return str(data[name])
+    return None
+
+
+def _environment_defaults(argv: list[str]) -> dict:
+    """``AEMConfig`` defaults for a run in an environment, before parsing, so that the config file and the command
+    line still win: the step-mode fields (``trl_aem.recipes``), and with the tiny model a schedule that learns on a
+    CPU in minutes."""
+    from . import recipes
+
+    environment = _chosen(argv, ("environment", "env"))
+    if environment is None:
+        return {}
+    model = _chosen(argv, ("model_name_or_path",)) or TINY_MODEL
+    params = recipes.tiny_run_params(environment) if model == TINY_MODEL else recipes.step_mode_params(environment)
+    return {key: value for key, value in params.items() if key != "output_dir"}
+
+
+def _fail(what: str, error: BaseException) -> SystemExit:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return SystemExit(f"trl-aem {what}: {first}")
+
+
+def _looks_local(name: str) -> bool:
+    """A local path rather than a Hub id (``org/name`` or ``name``)."""
+    return name.startswith((".", "/", "~")) or os.path.exists(name) or name.count("/") > 1
+
+
+def _load_failure(kind: str, name: str, error: BaseException) -> SystemExit:
+    """One line for a model (or adapter) that cannot be loaded, saying what to check."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    if _looks_local(name):
+        hint = "no such local folder" if not os.path.exists(name) else "the folder holds no loadable model"
+    elif offline:
+        hint = "HF_HUB_OFFLINE=1 and it is not in the local cache: download it once online, or give a local folder"
+    else:
+        hint = "check the repository id (and HF_TOKEN for a private or gated one)"
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return SystemExit(f"trl-aem: cannot load the {kind} {name!r}: {hint} ({type(error).__name__}: {first[:200]})")
+
+
 def train(argv: list[str]) -> None:
     """Parse ``argv`` (after ``train``) and run one training job."""
+    import json
+
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl import TrlParser
 
     from .config import AEMConfig
-    from .trainer import AEMTrainer
 
     parser = TrlParser((ScriptArguments, AEMConfig), prog="trl-aem train")
+    parser.set_defaults(**_environment_defaults(argv))
     try:
         script_args, config = parser.parse_args_and_config(argv)
     except ValueError as error:  # AEMConfig/GRPOConfig validation: a message, not a traceback
-        raise SystemExit(f"trl-aem train: {error}") from error
+        raise _fail("train", error) from error
 
     model, tokenizer = script_args.model_name_or_path, None
+    if script_args.environment is not None:
+        from .envs import resolve_env
+
+        try:
+            factory, _ = resolve_env(script_args.environment)
+            kwargs = json.loads(script_args.env_kwargs) if script_args.env_kwargs else {}
+        except (ValueError, ImportError, AttributeError) as error:
+            raise _fail("train", error) from error
+        if kwargs:
+            import functools
+
+            factory = functools.partial(factory, **kwargs)
+        model, tokenizer = _policy(script_args, config, factory)
+        _run(lambda: _trainer(model, factory, config, tokenizer), config)
+        return
     if model == TINY_MODEL:
         from .tiny import build_model, build_tokenizer
 
         tokenizer = build_tokenizer()
         model = build_model(tokenizer, seed=config.seed)
-
-    if script_args.env is not None:
-        from .envs import get_env
-
-        try:
-            env = get_env(script_args.env)
-        except ValueError as error:
-            raise SystemExit(f"trl-aem train: {error}") from error
-        trainer = AEMTrainer(model, env, config, processing_class=tokenizer)
-        trainer.train()
-        trainer.save_model(config.output_dir)
-        if config.push_to_hub:
-            trainer.push_to_hub()
-        return
     if script_args.dataset_name is not None:
         from datasets import load_dataset
 
         if script_args.reward is None:
             raise SystemExit("trl-aem: --dataset_name needs --reward (a trl.rewards function name)")
-        dataset = load_dataset(
-            script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_train_split
-        )
+        try:
+            dataset = load_dataset(
+                script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_train_split
+            )
+        except Exception as error:  # noqa: BLE001 - one line instead of a traceback
+            raise _load_failure("dataset", script_args.dataset_name, error) from error
         reward_funcs = _resolve_reward(script_args.reward)
     elif script_args.task == "digits":
         from .digits import digit_dataset, digit_reward
@@ -119,14 +211,69 @@ def train(argv: list[str]) -> None:
     else:
         raise SystemExit(f"trl-aem: unknown --task {script_args.task!r}; built-in tasks: {BUILTIN_TASKS}")
 
-    trainer = AEMTrainer(
-        model, config=config, train_dataset=dataset, processing_class=tokenizer, reward_funcs=reward_funcs
-    )
-    trainer.model_card_dataset = script_args.dataset_name
-    trainer.train()
-    trainer.save_model(config.output_dir)
+    def single_turn():
+        trainer = _trainer(model, None, config, tokenizer, train_dataset=dataset, reward_funcs=reward_funcs)
+        trainer.model_card_dataset = script_args.dataset_name
+        return trainer
+
+    _run(single_turn, config)
+
+
+def _policy(script_args: ScriptArguments, config, factory):
+    """The model to train in an environment: the tiny one built offline (its tokenizer trained on the environment's
+    text when it has an expert) or the given id; warm-started on the expert's demonstrations when asked (the tiny
+    model's default)."""
+    from . import recipes
+
+    name = script_args.model_name_or_path
+    expert = callable(getattr(factory(), "expert_action", None))
+    steps = script_args.sft_steps
+    if steps is None:
+        steps = recipes.TINY_SCHEDULES.get(script_args.environment, (0, 0))[1] if name == TINY_MODEL else 0
+    if steps and not expert:
+        raise SystemExit(f"trl-aem train: --sft_steps needs an environment with expert_action(); {name!r} has none")
+    corpus = recipes.env_corpus(factory) if name == TINY_MODEL and expert else None
+    model, tokenizer = recipes.make_policy(name, seed=config.seed, corpus=corpus)
+    if steps:
+        print(f"trl-aem train: SFT warm start, {steps} steps on expert demonstrations", flush=True)
+        try:
+            model, tokenizer = recipes.sft_cold_start(
+                model,
+                tokenizer,
+                factory,
+                config,
+                num_episodes=len(factory().tasks("train")),
+                max_steps=steps,
+                learning_rate=recipes.sft_learning_rate(name),
+                noise=script_args.sft_noise,
+            )
+        except OSError as error:
+            raise _load_failure("model", name, error) from error
+    return model, tokenizer
+
+
+def _trainer(model, env, config, tokenizer, **kwargs):
+    from .trainer import AEMTrainer
+
+    try:
+        return AEMTrainer(model, env=env, args=config, processing_class=tokenizer, **kwargs)
+    except OSError as error:  # from_pretrained: unknown id, missing folder, offline and not cached
+        raise _load_failure("model", model if isinstance(model, str) else type(model).__name__, error) from error
+
+
+def _run(make_trainer, config) -> None:
+    """Build the trainer, train (which saves the final model, card and settings in output_dir), push if asked; an
+    environment that cannot run stops with one line."""
+    from .envs import EnvContractError
+
+    trainer = make_trainer()
+    try:
+        trainer.train()
+    except EnvContractError as error:
+        raise SystemExit(f"trl-aem train: the environment broke its contract: {error}") from error
     if config.push_to_hub:
         trainer.push_to_hub()
+    print(f"trl-aem train: model, card and rollout settings in {config.output_dir}", flush=True)
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
@@ -172,7 +319,12 @@ def evaluate_command(argv: list[str]) -> None:
     from .envs import resolve_env
     from .evaluation import evaluate, load_policy, read_env_settings, save_report
 
-    trained = read_env_settings(repo, args.revision)
+    if _looks_local(repo) and not os.path.exists(repo):
+        raise SystemExit(f"trl-aem eval: no such local folder {repo!r} (give a Hub id or an existing folder)")
+    try:
+        trained = read_env_settings(repo, args.revision)
+    except Exception as error:  # noqa: BLE001 - unknown repo, offline and not cached: one line
+        raise _load_failure("model", repo, error) from error
     env_arg = args.env or trained.get("env_spec") or trained.get("env")
     if env_arg is None:
         raise SystemExit("trl-aem eval: --env is required (the model has no aem_env.json naming its environment)")
@@ -197,7 +349,10 @@ def evaluate_command(argv: list[str]) -> None:
         max_completion_length=args.max_completion_length,
         env_step_timeout=args.step_timeout,
     )
-    model, tokenizer = load_policy(args.model, args.adapter, revision=args.revision)
+    try:
+        model, tokenizer = load_policy(args.model, args.adapter, revision=args.revision)
+    except Exception as error:  # noqa: BLE001 - one line saying what to check, not a 40-line traceback
+        raise _load_failure("model", args.adapter or args.model, error) from error
     report = evaluate(
         model,
         tokenizer,

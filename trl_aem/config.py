@@ -116,6 +116,13 @@ class AEMConfig(GRPOConfig):
         turn for all running episodes: best with instant environments on a GPU, where decoding a batch
         half as large costs nearly as much as the full one.
 
+    > Output
+
+    save_final_model (`bool`, defaults to `True`):
+        When `train()` ends, save the final model (or adapter) and tokenizer in `output_dir` beside the model card,
+        `training_curves.png` and `aem_env.json` (also with `save_strategy="no"`), so that the card's own usage
+        snippet and `trl-aem eval --model <output_dir>` work on every run's output.
+
     > Hub parameters (used with `push_to_hub=True`; `hub_strategy` and the other `hub_*` fields are TRL's)
 
     push_merged_model (`bool`, defaults to `False`):
@@ -128,6 +135,10 @@ class AEMConfig(GRPOConfig):
     hub_push_backoff (`float`, defaults to `10.0`):
         Seconds before the first retry of a failed upload; doubled for each further retry. Retries run in the
         background upload thread, never in a training step.
+    hub_push_retry_budget (`float`, defaults to `120.0`):
+        Seconds of backoff all uploads of a run may spend together. Once it is spent, or while the Hub is known to be
+        down, an upload is tried once; what did not reach the Hub is listed at the end of `train()` and
+        `push_to_hub()` with its local folder.
     """
 
     use_aem: bool = field(
@@ -191,6 +202,10 @@ class AEMConfig(GRPOConfig):
         default=_ROLLOUT.rollout_waves,
         metadata={"help": "Generate waves per turn; env steps of one wave overlap the next's generation."},
     )
+    save_final_model: bool = field(
+        default=True,
+        metadata={"help": "At the end of train(), save the final model, tokenizer and card in output_dir."},
+    )
     push_merged_model: bool = field(
         default=False,
         metadata={"help": "PEFT: push_to_hub() also pushes the merged full model to <hub_model_id>-merged."},
@@ -200,6 +215,9 @@ class AEMConfig(GRPOConfig):
     )
     hub_push_backoff: float = field(
         default=10.0, metadata={"help": "Seconds before the first retry of a failed Hub upload; doubled each retry."}
+    )
+    hub_push_retry_budget: float = field(
+        default=120.0, metadata={"help": "Seconds of backoff all Hub uploads of a run may spend together."}
     )
 
     def __post_init__(self):
@@ -212,7 +230,7 @@ class AEMConfig(GRPOConfig):
 
     def _validate_aem(self) -> None:
         """Clear errors for bad values of the fields this class adds (GRPOConfig validates its own)."""
-        for name in ("use_aem", "aem_shuffle", "push_merged_model"):
+        for name in ("use_aem", "aem_shuffle", "push_merged_model", "save_final_model"):
             self._require(name, _is_bool(getattr(self, name)), "a bool")
         self._require("aem_lambda", _is_number(self.aem_lambda) and math.isfinite(self.aem_lambda), "a finite number")
         self._require("aem_min_range", _is_number_at_least(self.aem_min_range, 0), "a finite number >= 0 (nats)")
@@ -250,9 +268,8 @@ class AEMConfig(GRPOConfig):
         self._require(
             "invalid_action_penalty", _is_number_at_least(self.invalid_action_penalty, 0), "a finite number >= 0"
         )
-        self._require(
-            "hub_push_backoff", _is_number_at_least(self.hub_push_backoff, 0), "a finite number of seconds >= 0"
-        )
+        for name in ("hub_push_backoff", "hub_push_retry_budget"):
+            self._require(name, _is_number_at_least(getattr(self, name), 0), "a finite number of seconds >= 0")
 
     def _require(self, name: str, ok: bool, expected: str) -> None:
         if not ok:

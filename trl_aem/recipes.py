@@ -10,6 +10,9 @@ from typing import Any
 __all__ = [
     "STEP_MODE_BUDGETS",
     "STEP_MODE_HISTORY",
+    "TINY_SCHEDULES",
+    "step_mode_params",
+    "tiny_run_params",
     "env_corpus",
     "sft_learning_rate",
     "make_policy",
@@ -19,7 +22,7 @@ __all__ = [
 ]
 
 # per built-in environment: max turns, tokens per response (what the expert's answers need, with room to spare)
-STEP_MODE_BUDGETS = {"keyword": (4, 12), "vault": (12, 12), "webshop": (15, 48), "alfworld": (50, 24)}
+STEP_MODE_BUDGETS = {"keyword": (4, 12), "vault": (12, 4), "webshop": (15, 48), "alfworld": (50, 24)}
 # per built-in environment, the turns of history a step-mode prompt shows (default 2, as verl-agent): the vault's
 # rooms are Markovian, and earlier rooms' door colours in the prompt only mislead a small model
 STEP_MODE_HISTORY = {"vault": 0}
@@ -118,23 +121,24 @@ def train_and_save(model: Any, env_factory: Callable[[], Any], config: Any, toke
     from .trainer import AEMTrainer
 
     trainer = AEMTrainer(model, env_factory, config, processing_class=tokenizer)
-    trainer.train()
-    trainer.save_model(config.output_dir)
+    trainer.train()  # ends by saving the final model and its card in output_dir (save_final_model)
     if config.push_to_hub:
         trainer.push_to_hub()
     return trainer
 
 
-def step_mode_config(env_name: str, output_dir: str, **overrides: Any):
-    """The ``AEMConfig`` the quickstart and the learning benchmark share: step mode with the environment's history
-    (:data:`STEP_MODE_HISTORY`, 2 by default), the
-    environment's turn budget (:data:`STEP_MODE_BUDGETS`), 4 tasks x 8 episodes per step, held-out eval
-    with 8 episodes per task, no KL, sampling at temperature 1; ``overrides`` win."""
-    from .config import AEMConfig
+# per built-in environment: RL steps and SFT warm-start steps that learn with the tiny model on 2 CPU cores in
+# minutes (`trl-aem train --env NAME` and the quickstart); the paper environments need a real model and a GPU
+TINY_SCHEDULES = {"keyword": (80, 150), "vault": (40, 300), "webshop": (20, 300), "alfworld": (10, 300), "swe": (4, 0)}
 
-    max_turns, turn_tokens = STEP_MODE_BUDGETS[env_name]
+
+def step_mode_params(env_name: str, output_dir: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """The ``AEMConfig`` fields the quickstart, ``trl-aem train --env`` and the learning benchmark share: step mode
+    with the environment's history (:data:`STEP_MODE_HISTORY`, 2 by default) and turn budget
+    (:data:`STEP_MODE_BUDGETS`), 4 tasks x 8 episodes per step, held-out eval with 8 episodes per task, no KL,
+    sampling at temperature 1; ``overrides`` win."""
+    max_turns, turn_tokens = STEP_MODE_BUDGETS.get(env_name, (10, 64))
     params = dict(
-        output_dir=output_dir,
         rollout_mode="step",
         history_length=STEP_MODE_HISTORY.get(env_name, 2),
         max_turns=max_turns,
@@ -149,5 +153,24 @@ def step_mode_config(env_name: str, output_dir: str, **overrides: Any):
         save_strategy="no",
         report_to=[],
     )
+    if output_dir is not None:
+        params["output_dir"] = output_dir
     params.update(overrides)
-    return AEMConfig(**params)
+    return params
+
+
+def step_mode_config(env_name: str, output_dir: str, **overrides: Any):
+    """:func:`step_mode_params` as an :class:`~trl_aem.AEMConfig`."""
+    from .config import AEMConfig
+
+    return AEMConfig(**step_mode_params(env_name, output_dir, **overrides))
+
+
+def tiny_run_params(env_name: str) -> dict[str, Any]:
+    """What ``trl-aem train --env NAME`` uses for the offline tiny model when the user sets nothing else: the step-mode
+    fields, the RL steps of :data:`TINY_SCHEDULES`, the RL learning rate the quickstart uses, logging every 5% and
+    the CPU."""
+    steps, _ = TINY_SCHEDULES.get(env_name, (20, 0))
+    return step_mode_params(
+        env_name, max_steps=steps, learning_rate=2e-4, logging_steps=max(1, steps // 20), use_cpu=True
+    )

@@ -48,6 +48,8 @@ def test_train_in_a_builtin_environment(tmp_path):
             str(out),
             "--max_steps",
             "1",
+            "--sft_steps",
+            "2",
             "--rollout_mode",
             "step",
             "--per_device_train_batch_size",
@@ -111,3 +113,50 @@ def test_evaluate_falls_back_only_on_a_missing_split_and_says_so():
     assert report.split == "train"
     with pytest.raises(RuntimeError, match="dataset server down"):  # a real failure is not a missing split
         evaluate(model, tokenizer, Broken, episodes=2, max_turns=1, max_turn_tokens=4)
+
+
+def test_environment_from_a_yaml_file_with_learning_defaults(tmp_path):
+    """`environment:` in a config file (TrlParser keeps `env:` for environment variables); with the tiny model the
+    environment's schedule applies unless the file or the command line sets a field."""
+    from trl_aem.recipes import STEP_MODE_BUDGETS
+
+    config = tmp_path / "job.yaml"
+    config.write_text("environment: keyword\nsft_steps: 2\nmax_steps: 1\nreport_to: none\n")
+    out = tmp_path / "out"
+    main(["train", "--config", str(config), "--output_dir", str(out)])
+    import torch
+
+    saved = torch.load(out / "training_args.bin", weights_only=False)
+    assert saved.rollout_mode == "step" and saved.max_turn_tokens == STEP_MODE_BUDGETS["keyword"][1]
+    assert saved.max_steps == 1 and saved.learning_rate == 2e-4 and saved.use_cpu
+    for name in ("model.safetensors", "README.md", "aem_env.json", "training_curves.png"):
+        assert (out / name).exists(), name  # what the card promises is in the output folder
+
+
+def test_train_help_lists_every_builtin_environment(capsys):
+    from trl_aem.envs import ENVIRONMENTS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(f"{name}:" in text for name in ENVIRONMENTS) and "environment: NAME" in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval", "--model", "./no/such/folder", "--env", "keyword"], "no such local folder './no/such/folder'"),
+        (
+            ["eval", "--model", "nobody/nothing", "--env", "keyword"],
+            "HF_HUB_OFFLINE=1 and it is not in the local cache",
+        ),
+        (["train", "--model_name_or_path", "nobody/nothing", "--max_steps", "1"], "cannot load the model 'nobody"),
+        (["train", "--env", "keyword", "--env_kwargs", "{bad json"], "trl-aem train: Expecting property name"),
+    ],
+)
+def test_load_failures_are_one_line_each(tmp_path, monkeypatch, argv, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit) as raised:
+        main([*argv, "--output_dir", str(tmp_path)] if argv[0] == "train" else argv)
+    text = str(raised.value)
+    assert message in text and "\n" not in text

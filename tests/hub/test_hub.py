@@ -281,6 +281,29 @@ def test_hub_failures_mid_training_lose_nothing(hub, tokenizer, tmp_path):
     assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in final.state_dict().items())
 
 
+def test_an_unreachable_hub_costs_seconds_and_the_end_says_what_is_missing(hub, tokenizer, tmp_path):
+    """The Hub down for the whole run: training is not held up by retries (a bounded budget, one try per upload once
+    the Hub is known to be down, no card read), and the end of train() lists what is only on disk."""
+    import time
+
+    from trl_aem.tiny import build_model
+
+    config = _config(tmp_path, "offline-run", hub_strategy="every_save", max_steps=3, hub_push_retries=5,
+                     hub_push_backoff=2.0, hub_push_retry_budget=3.0)  # fmt: skip
+    hub.stop()
+    try:
+        trainer = AEMTrainer(build_model(tokenizer), get_env("keyword"), config, processing_class=tokenizer)
+        started = time.monotonic()
+        with pytest.warns(RuntimeWarning, match=r"upload\(s\) did not reach tester/offline-run: .*offline-run"):
+            trainer.train()
+        elapsed = time.monotonic() - started
+        assert trainer._hub_api.stats.retries == 1  # 2 s of the 3 s budget; then one try per upload
+        assert not trainer._hub_api.reachable and elapsed < 60
+        assert {"model.safetensors", "README.md", "aem_env.json"} <= set(os.listdir(config.output_dir))
+    finally:
+        hub.start()
+
+
 @pytest.mark.parametrize("strategy", ["end", "every_save"])
 def test_hub_strategy_end_and_every_save(hub, tokenizer, tmp_path, strategy):
     from trl_aem.tiny import build_model

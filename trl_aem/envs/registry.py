@@ -24,7 +24,7 @@ SUMMARIES: dict[str, str] = {
     "alfworld": "ALFWorld household tasks, offline generated games or the real ones (needs the alfworld extra)",
     "webshop": "WebShop shopping on a generated catalog or WebShop's real data",
     "swe": "fix a bug in a repository with tools, judged by its tests (local namespace sandbox)",
-    "vault": "a corridor of 6-10 rooms, one door each; an early wrong door dooms the episode, only the end pays",
+    "vault": "a corridor of 6-8 rooms, one door each; an early wrong door dooms the episode, only the end pays",
 }
 
 

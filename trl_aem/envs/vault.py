@@ -5,7 +5,8 @@ Built so that turn-level credit assignment matters and a tiny model can still le
 * an episode is a corridor of 6 to 8 rooms (``rooms``); each room has 3 (``doors``) doors of different colours, and
   a sign says which one leads on, directly ("take the blue door") or, in a quarter of the rooms
   (``elimination``), by elimination ("the red door and the green door are locked");
-* the answer is one short word, the door's colour (``<action>blue</action>``; its number works too);
+* the answer is one short word, the door's colour (``blue``; ``<action>blue</action>`` and the door's number work
+  too);
 * a wrong door leads into a side wing that looks exactly like the corridor (rooms, doors, signs) but never reaches
   the vault: nothing tells the agent it is doomed, and every later choice, right or wrong, earns the same nothing;
 * the reward is ``success_reward`` when the last room is passed without a wrong door, else 0, and it comes only at
@@ -32,8 +33,7 @@ COLORS = ["red", "blue", "green", "yellow", "white", "black", "pink", "gray"]
 
 SYSTEM_PROMPT = (
     "You walk through a corridor of rooms to a vault. Each room has doors of different colours and a sign that "
-    "tells which door leads on. Read the sign, then answer with the colour of the door to open, like "
-    "<action>blue</action>."
+    "tells which door leads on. Read the sign, then answer with one word, the colour of the door to open."
 )
 
 
@@ -111,7 +111,7 @@ class VaultEnv:
         if not self.task:
             raise RuntimeError("reset() must be called before step()")
         layout = self._layout()
-        choice = _door(extract_action(action), layout["colors"])
+        choice = _door(extract_action(action) or action, layout["colors"])
         if choice is None:
             return StepResult("Nothing happens. " + self._describe(), 0.0, False, self._info(invalid=True))
         self.doomed = self.doomed or choice != layout["target"]
@@ -132,7 +132,7 @@ class VaultEnv:
 
     def expert_action(self) -> str:
         layout = self._layout()
-        return f"<action>{layout['colors'][layout['target']]}</action>"
+        return layout["colors"][layout["target"]]
 
     def admissible_actions(self) -> list[str]:
         return list(self._layout()["colors"]) if self.task else []

@@ -53,15 +53,26 @@ class ResilientHubApi(HfApi):
         retries: attempts after the first one (each attempt already includes ``huggingface_hub``'s own
             short retries of 5xx answers and connection errors).
         backoff: seconds before the first retry, doubled for each further one.
+        retry_budget: seconds of backoff this client may spend waiting over its whole life; once spent, and while
+            the Hub is known to be unreachable (a transient failure with no success since), uploads are tried once,
+            so an outage costs a run seconds, not minutes.
         sleep: how to wait (tests pass a fast one).
         **kwargs: ``HfApi`` arguments (``endpoint``, ``token``, ...).
     """
 
     def __init__(
-        self, *, retries: int = 3, backoff: float = 10.0, sleep: Callable[[float], None] = time.sleep, **kwargs
+        self,
+        *,
+        retries: int = 3,
+        backoff: float = 10.0,
+        retry_budget: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+        **kwargs,
     ):
         super().__init__(**kwargs)
-        self.retries, self.backoff, self.sleep = retries, backoff, sleep
+        self.retries, self.backoff, self.retry_budget, self.sleep = retries, backoff, retry_budget, sleep
+        self._waited = 0.0  # seconds spent in backoff so far
+        self._unreachable = False  # the last attempt failed transiently and nothing went through since
         self.stats = PushStats()
         self._lock = threading.Lock()
         self._created: set[str] = set()
@@ -72,17 +83,25 @@ class ResilientHubApi(HfApi):
     # ------------------------------------------------------------------ retry core
     def _attempts(self, what: str, call: Callable[[], Any], retries: int | None = None) -> tuple[bool, Any]:
         """Run ``call`` until it succeeds or the retries are spent; ``(ok, result_or_error)``. Only transient
-        failures (network, 5xx, 408, 429) are retried: a bad token or a wrong argument fails at once."""
+        failures (network, 5xx, 408, 429) are retried, and only while the Hub is not known to be down and the retry
+        budget lasts: a bad token or a wrong argument fails at once."""
         retries = self.retries if retries is None else retries
+        if self._unreachable:
+            retries = 0  # the Hub was down at the last try: one attempt, no backoff
         delay = self.backoff
         for attempt in range(retries + 1):
             try:
-                return True, call()
+                result = call()
             except Exception as error:  # never the trainer's problem: reported by the caller, not raised
-                if attempt == retries or not _transient(error):
+                transient = _transient(error)
+                with self._lock:
+                    self._unreachable = self._unreachable or transient
+                    out_of_budget = self._waited + delay > self.retry_budget
+                if attempt == retries or not transient or out_of_budget:
                     return False, error
                 with self._lock:
                     self.stats.retries += 1
+                    self._waited += delay
                 logger.warning(
                     "Hub: %s failed (%s: %s); retry %d/%d in %.1f s",
                     what,
@@ -94,7 +113,17 @@ class ResilientHubApi(HfApi):
                 )
                 self.sleep(delay)
                 delay *= 2
+            else:
+                with self._lock:
+                    self._unreachable = False
+                return True, result
         raise AssertionError("unreachable")
+
+    @property
+    def reachable(self) -> bool:
+        """False after a transient failure (network down, 5xx) until an upload goes through again."""
+        with self._lock:
+            return not self._unreachable
 
     def _ensure_repo(self, repo_id: str, token, private: bool | None) -> str:
         if repo_id in self._created:
@@ -161,7 +190,7 @@ class ResilientHubApi(HfApi):
             self.stats.failures += int(count)
             self.stats.last_error = f"{type(error).__name__}: {error}"
         warnings.warn(
-            f"Hub: {message} (after {self.retries + 1} attempts: {type(error).__name__}: {error})",
+            f"Hub: {message} ({type(error).__name__}: {error})",
             RuntimeWarning,
             stacklevel=2,
         )

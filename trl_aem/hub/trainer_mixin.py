@@ -29,11 +29,38 @@ class HubMixin:
 
     def _setup_hub(self, config) -> WallClock:
         """Create the retrying Hub client and the wall clock the card reports; returns the clock (a callback)."""
-        self._hub_api = ResilientHubApi(retries=config.hub_push_retries, backoff=config.hub_push_backoff)
+        self._hub_api = ResilientHubApi(
+            retries=config.hub_push_retries, backoff=config.hub_push_backoff, retry_budget=config.hub_push_retry_budget
+        )
         self._wall_clock = WallClock()
         self.model_card_dataset: str | None = None  # a Hub dataset id for the card's `datasets`, when known
         self._latest_checkpoint: str | None = None  # the newest checkpoint folder a push was asked for
         return self._wall_clock
+
+    def train(self, *args, **kwargs):
+        """``Trainer.train``, then (``save_final_model=True``, the default) the final model, tokenizer, card, curves
+        and ``aem_env.json`` in ``output_dir``: what the card promises is there, whatever ``save_strategy`` was."""
+        result = super().train(*args, **kwargs)
+        if self.args.save_final_model:
+            self.save_model(self.args.output_dir)
+            self.create_model_card()
+        if self.args.push_to_hub:
+            self.report_missing_uploads()
+        return result
+
+    def report_missing_uploads(self) -> list[str]:
+        """Warn (once per call) which folders did not reach the Hub and where they are on disk; returns them."""
+        missing = self._hub_api.pending_failures
+        if missing and self.is_world_process_zero():
+            repo = self.hub_model_id or self.args.hub_model_id
+            folders = ", ".join(os.path.abspath(folder) for folder in missing)
+            warnings.warn(
+                f"Hub: {len(missing)} upload(s) did not reach {repo}: {folders}. They are complete on disk; "
+                f"trainer.push_to_hub() tries again, or upload them with `hf upload {repo} <folder>`",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return missing
 
     def create_model_card(
         self,
@@ -70,7 +97,7 @@ class HubMixin:
         from huggingface_hub import ModelCard
 
         repo_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id
-        if not repo_id:
+        if not repo_id or not self._hub_api.reachable:  # a Hub that is down would cost a timeout per save
             return None
         try:
             return ModelCard.load(repo_id, token=self.args.hub_token)
@@ -162,6 +189,8 @@ class HubMixin:
             self._push_latest_checkpoint(token=token, blocking=blocking)
             if self.args.push_merged_model:
                 self._push_merged_model(token=token, blocking=blocking)
+            if blocking:
+                self.report_missing_uploads()
         return result
 
     def _push_latest_checkpoint(self, token: str | None = None, blocking: bool = True):
