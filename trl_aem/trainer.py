@@ -50,7 +50,7 @@ from .modulation import (
 from .rollout.capture import RolloutCapture, StatsSource, capturing
 from .rollout.training import MultiTurnMixin, RowGroups, env_datasets, env_return
 from .sampling import SampledSegment, record_sampling_stats
-from .trl_compat import has_recompute_pass
+from .trl_compat import has_recompute_pass, zero_std_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ class AEMTrainer(MultiTurnMixin, HubMixin, GRPOTrainer):
         self._capture: RolloutCapture | None = None  # the generation batch being collected
         self._aem_round = 0  # seeds the shuffled-alpha ablation per batch
         self._warned_unrecorded = False
+        self._batches_without_signal = 0
         if env is not None:
             if not callable(env):
                 raise TypeError(
@@ -259,9 +260,51 @@ class AEMTrainer(MultiTurnMixin, HubMixin, GRPOTrainer):
                     inputs = self._trajectory_inputs(inputs, capture)
                 output = super()._generate_and_score_completions(inputs)
                 groups = self._trl_row_groups(output["completion_ids"].size(0), mode)
+                self._recount_zero_std(mode, output["completion_ids"].size(0) * self.accelerator.num_processes)
             token_stats = capture.token_statistics(output["completion_ids"]) if capture.source else None
         output["advantages"] = self._modulate_advantages(output, groups, mode, token_stats)
+        if mode == "train":
+            self._warn_without_signal(output)
         return output
+
+    def _warn_without_signal(self, output: dict[str, Any]) -> None:
+        """Warn when no token of the whole generation batch (all ranks) has a non-zero advantage: every group's
+        episodes got the same return, or every completion was masked (truncated, faulted). Such a batch trains
+        nothing; a run made of them (an untrained policy that never acts validly, a budget that truncates every
+        response) learns nothing while it looks healthy."""
+        mask = output["completion_mask"] * output["tool_mask"] if "tool_mask" in output else output["completion_mask"]
+        advantages = output["advantages"]
+        advantages = advantages if advantages.dim() == 2 else advantages.unsqueeze(1).expand_as(mask)
+        local = ((advantages != 0) & (mask != 0)).any().float().reshape(1)
+        if bool(self.accelerator.gather(local).any()):
+            return
+        self._batches_without_signal += 1
+        count = self._batches_without_signal
+        if count <= 3 or count % 50 == 0:
+            masked = 1.0 - float(mask.any(dim=1).float().mean()) if mask.numel() else 1.0
+            logger.warning(
+                "trl_aem: generation batch %d (%d so far) carries no learning signal: every advantage is zero "
+                "(%.0f%% of rows fully masked; the rest had no reward spread within their group). Check the rewards, "
+                "the token budgets (max_turn_tokens, max_completion_length) and whether the policy can act at all "
+                "(an SFT warm start helps an untrained one).",
+                self.state.global_step,
+                count,
+                100 * masked,
+            )
+
+    def _recount_zero_std(self, mode: str, rows: int) -> None:
+        """Recount TRL's ``frac_reward_zero_std`` of the batch just scored (L2788, L2830) without float noise: TRL
+        compares the float32 group std with ``torch.isclose`` (tolerance 1e-8), and equal returns such as 9.9 have a
+        float32 std of about 1e-7. The batch's rewards are the last ``rows`` TRL logged (all processes)."""
+        if self.multi_objective_aggregation != "sum_then_normalize" or self.scale_rewards == "batch":
+            return
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        logged = [list(self._logs["rewards"][name])[-rows:] for name in self.reward_func_names]
+        metric = self._metrics[mode]["frac_reward_zero_std"]
+        if not metric or any(len(values) != rows for values in logged) or rows % num_generations:
+            return
+        per_func = torch.tensor(logged, dtype=torch.float64).T
+        metric[-1] = zero_std_fraction(per_func, self.reward_weights.double().cpu(), num_generations)
 
     def _trl_row_groups(self, local_rows: int, mode: str) -> RowGroups:
         """Groups of rows TRL scored: rank ``r`` holds global rows ``r * local_rows ...`` (TRL's ``process_slice``,

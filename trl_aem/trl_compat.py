@@ -16,6 +16,7 @@ override                                              what it replaces (trl 1.16
 ``AEMTrainer._get_per_token_logps_and_entropies``     wraps L1419-1508: the first no-grad call of a batch (the
                                                       old-log-prob pass, L2642-2657) also returns entropies
 ``AEMTrainer._generate_and_score_completions``        wraps L2324-2937: ``advantages`` become ``(B, T)`` ``A * alpha``
+``AEMTrainer._calculate_rewards``                     wraps L1579-1682: rewards in float64 (exact group statistics)
 ``MultiTurnMixin._prepare_inputs`` (step mode)        L1522-1551: ``split_tensor_dict`` (equal chunks) replaced by
                                                       :func:`split_rows` (variable row counts); images refused
 ``MultiTurnMixin.training_step`` (step mode)          L1510-1519 and ``Trainer.training_step``: micro-batches of rows
@@ -46,9 +47,11 @@ __all__ = [
     "micro_batch_weight",
     "reference_logps",
     "split_rows",
+    "zero_std_fraction",
 ]
 
 TRL_VERSION = "1.16.0"  # the release these copies follow; pyproject pins trl to this minor release
+ZERO_STD = 1e-6  # a reward spread below this is float rounding, not spread
 
 
 def has_recompute_pass(trainer: Any) -> bool:
@@ -90,13 +93,24 @@ def log_reward_metrics(
     std: torch.Tensor,
 ) -> None:
     """The reward metrics TRL logs per generation batch (L2821-2830): per function mean/std, reward, reward_std and
-    ``frac_reward_zero_std`` (float noise counts as zero, as ``torch.isclose`` does in TRL)."""
+    ``frac_reward_zero_std``, where a std below ``ZERO_STD`` counts as zero (TRL's ``torch.isclose`` has a 1e-8
+    tolerance, under the float32 rounding of equal returns such as 9.9, which made equal groups count as spread)."""
     for i, name in enumerate(reward_func_names):
         metrics[f"rewards/{name}/mean"].append(torch.nanmean(rewards_per_func[:, i]).item())
         metrics[f"rewards/{name}/std"].append(nanstd(rewards_per_func[:, i]).item())
     metrics["reward"].append(torch.nanmean(rewards).item())
     metrics["reward_std"].append(nanstd(rewards).item())
-    metrics["frac_reward_zero_std"].append(torch.isclose(std, torch.zeros_like(std)).float().mean().item())
+    metrics["frac_reward_zero_std"].append((std.abs() < ZERO_STD).float().mean().item())
+
+
+def zero_std_fraction(rewards_per_func: torch.Tensor, weights: torch.Tensor, num_generations: int) -> float:
+    """The share of groups whose weighted reward (TRL's ``sum_then_normalize`` sum, L2761-2764, unscorable rows left
+    out) has no spread, counting a std below ``ZERO_STD`` as none."""
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+    rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+    rewards[unscorable] = torch.nan
+    std = nanstd(rewards.view(-1, num_generations), dim=1) if num_generations > 1 else torch.zeros(1)
+    return float((torch.nan_to_num(std, nan=0.0).abs() < ZERO_STD).float().mean())
 
 
 def importance_sampling_ratio(

@@ -295,3 +295,27 @@ def test_an_environment_that_breaks_the_contract_fails_fast_with_one_line(make_m
     with pytest.raises(EnvContractError, match=message) as raised:
         trainer.train()
     assert "\n" not in str(raised.value) and trainer.state.global_step == 0
+
+
+class SameReturnEnv(KeywordEnv):
+    """Every episode returns 3 x 0.3 = 0.9 whatever the policy does: no spread in any group."""
+
+    def tasks(self, split):
+        return [{"words": ["apple", "mug", "lamp"]} for _ in range(8)]
+
+    def step(self, action):
+        result = super().step(action)
+        return StepResult(result.observation, 0.3, result.done, {**result.info, "invalid": False})
+
+
+@pytest.mark.parametrize("mode", ["trajectory", "step"])
+def test_equal_returns_count_as_zero_spread_and_a_batch_without_signal_is_reported(
+    make_model, tokenizer, env_config, mode, caplog
+):
+    trainer = AEMTrainer(make_model(), SameReturnEnv, env_config(rollout_mode=mode, max_steps=1, max_turns=3),
+                         processing_class=tokenizer)  # fmt: skip
+    with caplog.at_level("WARNING", logger="trl_aem.trainer"):
+        trainer.train()
+    log = trainer.state.log_history[0]
+    assert log["frac_reward_zero_std"] == 1.0  # float32 0.9s are not spread (TRL's isclose said they were)
+    assert "carries no learning signal" in caplog.text
