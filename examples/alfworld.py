@@ -23,7 +23,7 @@ from trl import TrlParser  # noqa: E402
 
 from trl_aem import AEMConfig  # noqa: E402
 from trl_aem.envs import AlfWorldEnv  # noqa: E402
-from trl_aem.recipes import make_policy, sft_cold_start, train_and_save  # noqa: E402
+from trl_aem.recipes import train_and_save, warm_start_policy  # noqa: E402
 
 
 @dataclass
@@ -44,6 +44,7 @@ class AlfWorldArguments:
     sft_demonstrations: int = field(
         default=0, metadata={"help": "If > 0, first fit the model on this many expert episodes (cold start)."}
     )
+    sft_steps: int | None = field(default=None, metadata={"help": "SFT steps of the cold start (default: one epoch)."})
 
 
 def main() -> None:
@@ -61,9 +62,13 @@ def main() -> None:
         num_eval_tasks=script_args.num_eval_tasks,
         **kwargs,
     )
-    model, tokenizer = make_policy(script_args.model_name_or_path, seed=config.seed)
-    if script_args.sft_demonstrations:
-        model, tokenizer = sft_cold_start(model, tokenizer, env, config, script_args.sft_demonstrations)
+    model, tokenizer = warm_start_policy(
+        script_args.model_name_or_path,
+        env,
+        config,
+        episodes=script_args.sft_demonstrations,
+        steps=script_args.sft_steps,
+    )
     train_and_save(model, env, config, tokenizer)
 
 

@@ -22,7 +22,7 @@ from trl import TrlParser
 
 from trl_aem import AEMConfig
 from trl_aem.envs import SWEEnv
-from trl_aem.recipes import train_and_save
+from trl_aem.recipes import train_and_save, warm_start_policy
 
 
 @dataclass
@@ -40,6 +40,10 @@ class SWEArguments:
     eval_timeout: float = field(default=120.0, metadata={"help": "Seconds for the final test run."})
     output_chars: int = field(default=4000, metadata={"help": "Observations are truncated to this many characters."})
     task_seed: int = field(default=0, metadata={"help": "Seed of the offline train/eval partition."})
+    sft_demonstrations: int = field(
+        default=0, metadata={"help": "If > 0, first fit the model on this many expert episodes (gold patch, submit)."}
+    )
+    sft_steps: int | None = field(default=None, metadata={"help": "SFT steps of the cold start (default: one epoch)."})
 
 
 def main() -> None:
@@ -65,15 +69,16 @@ def main() -> None:
         eval_timeout=args.eval_timeout,
         output_chars=args.output_chars,
     )
-    model, tokenizer = args.model_name_or_path, None
-    if model == "tiny":
-        from trl_aem.tiny import DEFAULT_CORPUS, build_model, build_tokenizer
-
-        probe = env()
-        # a tokenizer that knows this environment's text keeps the prompts inside the tiny model's context
-        corpus = [*DEFAULT_CORPUS, probe.system_prompt, *(t["problem_statement"] for t in probe.tasks("train")[:20])]
-        tokenizer = build_tokenizer(corpus, vocab_size=1024)
-        model = build_model(tokenizer, seed=config.seed, max_position_embeddings=4096)
+    # the tiny model's tokenizer learns this environment's text (expert episodes), which keeps prompts inside its
+    # context; with sft_demonstrations it first learns the tool-call format, so its responses end (no truncation)
+    model, tokenizer = warm_start_policy(
+        args.model_name_or_path,
+        env,
+        config,
+        episodes=args.sft_demonstrations,
+        steps=args.sft_steps,
+        **({"max_position_embeddings": 4096} if args.model_name_or_path == "tiny" else {}),
+    )
     train_and_save(model, env, config, tokenizer)
 
 

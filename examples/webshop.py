@@ -3,6 +3,7 @@
     python examples/webshop.py --config examples/configs/webshop_cpu.yaml               # CPU, minutes
     accelerate launch examples/webshop.py --config examples/configs/webshop_paper.yaml  # the paper's protocol
     python examples/webshop.py --config examples/configs/webshop_cpu.yaml --use_aem false   # GRPO control arm
+    python examples/webshop.py --config examples/configs/webshop_paper.yaml --data_dir WebShop/data  # real data
 
 Every AEMConfig field can be set in the YAML or overridden on the command line (TrlParser).
 """
@@ -17,7 +18,7 @@ from trl import TrlParser
 
 from trl_aem import AEMConfig
 from trl_aem.envs import WebShopEnv
-from trl_aem.recipes import make_policy, sft_cold_start, train_and_save
+from trl_aem.recipes import train_and_save, warm_start_policy
 
 
 @dataclass
@@ -26,9 +27,14 @@ class WebShopArguments:
     reward: str = field(default="success", metadata={"help": "'success' (10 x success, the paper) or 'score'."})
     success_reward: float = field(default=10.0, metadata={"help": "Reward of a successful purchase."})
     num_products: int = field(default=1000, metadata={"help": "Size of the generated catalog."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder of WebShop's own data (setup.sh downloads); unset plays the generated catalog."},
+    )
     sft_demonstrations: int = field(
         default=0, metadata={"help": "If > 0, first fit the model on this many expert episodes (cold start)."}
     )
+    sft_steps: int | None = field(default=None, metadata={"help": "SFT steps of the cold start (default: one epoch)."})
 
 
 def main() -> None:
@@ -39,10 +45,15 @@ def main() -> None:
         num_products=script_args.num_products,
         reward=script_args.reward,
         success_reward=script_args.success_reward,
+        data_dir=script_args.data_dir,
     )
-    model, tokenizer = make_policy(script_args.model_name_or_path, seed=config.seed)
-    if script_args.sft_demonstrations:
-        model, tokenizer = sft_cold_start(model, tokenizer, env, config, script_args.sft_demonstrations)
+    model, tokenizer = warm_start_policy(
+        script_args.model_name_or_path,
+        env,
+        config,
+        episodes=script_args.sft_demonstrations,
+        steps=script_args.sft_steps,
+    )
     train_and_save(model, env, config, tokenizer)
 
 

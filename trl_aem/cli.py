@@ -231,24 +231,16 @@ def _policy(script_args: ScriptArguments, config, factory):
     if steps is None:
         steps = recipes.TINY_SCHEDULES.get(script_args.environment, (0, 0))[1] if name == TINY_MODEL else 0
     if steps and not expert:
-        raise SystemExit(f"trl-aem train: --sft_steps needs an environment with expert_action(); {name!r} has none")
-    corpus = recipes.env_corpus(factory) if name == TINY_MODEL and expert else None
-    model, tokenizer = recipes.make_policy(name, seed=config.seed, corpus=corpus)
+        raise SystemExit(f"trl-aem train: --sft_steps needs expert_action(), which {script_args.environment!r} lacks")
     if steps:
         print(f"trl-aem train: SFT warm start, {steps} steps on expert demonstrations", flush=True)
-        try:
-            model, tokenizer = recipes.sft_cold_start(
-                model,
-                tokenizer,
-                factory,
-                config,
-                num_episodes=len(factory().tasks("train")),
-                max_steps=steps,
-                learning_rate=recipes.sft_learning_rate(name),
-                noise=script_args.sft_noise,
-            )
-        except OSError as error:
-            raise _load_failure("model", name, error) from error
+    episodes = len(factory().tasks("train")) if steps else 0
+    try:
+        model, tokenizer = recipes.warm_start_policy(
+            name, factory, config, episodes=episodes, steps=steps, noise=script_args.sft_noise
+        )
+    except OSError as error:
+        raise _load_failure("model", name, error) from error
     return model, tokenizer
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "sft_cold_start",
     "step_mode_config",
     "train_and_save",
+    "warm_start_policy",
 ]
 
 # per built-in environment: max turns, tokens per response (what the expert's answers need, with room to spare)
@@ -113,6 +114,38 @@ def sft_cold_start(
     )
     sft.train()
     return sft.model, sft.processing_class
+
+
+def warm_start_policy(
+    model_name_or_path: str,
+    env_factory: Callable[[], Any],
+    config: Any,
+    *,
+    episodes: int = 0,
+    steps: int | None = None,
+    noise: float = 0.0,
+    **tiny_model_kwargs: Any,
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` ready for RL in an environment: :func:`make_policy` (the tiny model's tokenizer trained
+    on the environment's text when there are demonstrations, sized by ``tiny_model_kwargs``) and, with
+    ``episodes > 0``, an SFT warm start on that many expert episodes (``steps`` SFT steps, default one epoch) at
+    :func:`sft_learning_rate`."""
+    has_expert = callable(getattr(env_factory(), "expert_action", None))
+    tiny = model_name_or_path == "tiny"
+    corpus = env_corpus(env_factory, num_episodes=max(episodes, 20)) if tiny and has_expert else None
+    model, tokenizer = make_policy(model_name_or_path, seed=config.seed, corpus=corpus, **tiny_model_kwargs)
+    if episodes:
+        model, tokenizer = sft_cold_start(
+            model,
+            tokenizer,
+            env_factory,
+            config,
+            episodes,
+            max_steps=steps,
+            learning_rate=sft_learning_rate(model_name_or_path),
+            noise=noise,
+        )
+    return model, tokenizer
 
 
 def train_and_save(model: Any, env_factory: Callable[[], Any], config: Any, tokenizer: Any = None):
