@@ -85,13 +85,16 @@ def _record_aem_metrics(trainer_class: type) -> None:
     original = trainer_class.log
 
     def log(self, logs, *args, **kwargs):
+        result = original(self, logs, *args, **kwargs)
+        # GRPOTrainer.log merges its metrics (aem/* among them) into what Trainer appends to log_history
+        entry = self.state.log_history[-1] if self.state.log_history else {}
         name = _CURRENT.get("test")
-        if name is not None and any(key in logs for key in _AEM_KEYS):
+        if name is not None and any(key in entry for key in _AEM_KEYS):
             seen = _RESULTS.setdefault(name, {"outcome": None, "duration": 0.0, "message": ""}).setdefault("aem", {})
             for key in _AEM_KEYS:
-                if key in logs:
-                    seen.setdefault(key, []).append(round(float(logs[key]), 6))
-        return original(self, logs, *args, **kwargs)
+                if key in entry:
+                    seen.setdefault(key, []).append(round(float(entry[key]), 6))
+        return result
 
     trainer_class.log = log
 
