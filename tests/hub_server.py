@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +48,7 @@ class HubServer:
         self._failure_status = 500
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set = set()  # open client sockets: keep-alive connections outlive shutdown()
 
     @property
     def url(self) -> str:
@@ -69,6 +71,15 @@ class HubServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        # a client's pooled keep-alive connection would otherwise still be served by its handler thread: a
+        # stopped Hub must refuse everyone, as a real outage does
+        with self.lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def fail(self, count: int, status: int = 500) -> None:
         """Answer ``status`` to the next ``count`` requests."""
@@ -103,6 +114,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):  # keep pytest output clean
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.hub.lock:
+            self.hub._connections.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.hub.lock:
+                self.hub._connections.discard(self.connection)
 
     # ------------------------------------------------------------------ plumbing
     def _body(self) -> bytes:

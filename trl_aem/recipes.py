@@ -90,7 +90,9 @@ def sft_cold_start(
         env_factory().tasks("train")[:num_episodes],
         rollout_mode=config.rollout_mode,
         history_length=config.history_length,
-        max_turns=config.max_turns,
+        # an exact expert plays each task to its end (up to 50 turns), so a short RL turn budget still leaves
+        # successful demonstrations; a noisy one keeps RL's budget, since its failures are kept
+        max_turns=max(config.max_turns, 50) if noise == 0.0 else config.max_turns,
         noise=noise,
         successful_only=noise == 0.0,
         seed=config.seed,

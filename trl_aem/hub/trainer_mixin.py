@@ -42,7 +42,8 @@ class HubMixin:
         and ``aem_env.json`` in ``output_dir``: what the card promises is there, whatever ``save_strategy`` was."""
         result = super().train(*args, **kwargs)
         if self.args.save_final_model:
-            self.save_model(self.args.output_dir)
+            # _internal_call: Trainer.save_model would push to the Hub here; uploads follow hub_strategy instead
+            self.save_model(self.args.output_dir, _internal_call=True)
             self.create_model_card()
         if self.args.push_to_hub:
             self.report_missing_uploads()

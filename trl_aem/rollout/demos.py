@@ -94,5 +94,8 @@ def collect_demonstrations(
     if callable(close):
         close()
     if not rows:
-        raise ValueError("no demonstration was collected (no task succeeded); check the tasks or lower noise")
+        raise ValueError(
+            f"no demonstration was collected: none of the {len(tasks)} tasks succeeded within {max_turns} turns; "
+            "check the tasks, raise max_turns or lower noise"
+        )
     return Dataset.from_list(rows)
