@@ -9,6 +9,7 @@ closes the port (connection refused) and :meth:`HubServer.start` opens the same 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -76,10 +77,8 @@ class HubServer:
         with self.lock:
             connections, self._connections = list(self._connections), set()
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the client
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def fail(self, count: int, status: int = 500) -> None:
         """Answer ``status`` to the next ``count`` requests."""
