@@ -8,6 +8,7 @@ import re
 import pytest
 
 from trl_aem.envs import VaultEnv, get_env
+from trl_aem.envs.vault import COLORS
 from trl_aem.rollout import collect_demonstrations
 
 
@@ -111,6 +112,7 @@ def test_noisy_demonstrations_keep_wrong_doors_and_history_hides_old_rooms():
     assert len(noisy) == len(clean)  # a wrong door still advances a room
     actions = [[c[0]["content"] for c in d["completion"]] for d in (clean, noisy)]
     assert sum(a != b for a, b in zip(*actions, strict=True)) >= 5  # random doors in the noisy ones
+    assert set(actions[1]) <= set(COLORS)  # in the expert's format (one word), so noise teaches no other format
     later = [row[-1]["content"] for row in clean["prompt"] if "Current observation" in row[-1]["content"]]
     assert later and all("Doors:" not in text.split("Current observation")[0] for text in later)
     assert VaultEnv.history_observation("You walk on. Room 3 of 7. Doors: 1 red, 2 blue, 3 gray. Sign: x.") == (

@@ -61,8 +61,9 @@ def collect_demonstrations(
             if callable(getattr(env, "admissible_actions", None)):
                 admissible = list(env.admissible_actions())
             concrete = [a for a in admissible if "<" not in a]
-            if noise and concrete and rng.random() < noise:
-                action = f"<action>{rng.choice(concrete)}</action>"
+            if noise and concrete and rng.random() < noise:  # in the expert's own answer format
+                choice = rng.choice(concrete)
+                action = f"<action>{choice}</action>" if "<action>" in action else choice
             prompt = step_messages(episode, history_length, getattr(env, "history_observation", None))
             step_rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": action}]})
             result: StepResult = env.step(action)
