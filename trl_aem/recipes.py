@@ -3,6 +3,7 @@ SFT cold start on expert demonstrations with TRL's ``SFTTrainer``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -115,6 +116,8 @@ def sft_cold_start(
         processing_class=tokenizer,
     )
     sft.train()
+    with contextlib.suppress(OSError):  # Trainer creates output_dir; nothing is saved there (save_strategy="no")
+        os.rmdir(sft.args.output_dir)  # only when empty
     return sft.model, sft.processing_class
 
 

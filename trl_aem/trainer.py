@@ -50,7 +50,7 @@ from .modulation import (
 from .rollout.capture import RolloutCapture, StatsSource, capturing
 from .rollout.training import MultiTurnMixin, RowGroups, env_datasets, env_return
 from .sampling import SampledSegment, record_sampling_stats
-from .trl_compat import has_recompute_pass, zero_std_fraction
+from .trl_compat import drop_unmeasured_metrics, has_recompute_pass, zero_std_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +305,12 @@ class AEMTrainer(MultiTurnMixin, HubMixin, GRPOTrainer):
             return
         per_func = torch.tensor(logged, dtype=torch.float64).T
         metric[-1] = zero_std_fraction(per_func, self.reward_weights.double().cpu(), num_generations)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """``GRPOTrainer.log`` (L3302-3382) without ``None`` values: a metric with no number in this logging window
+        (all NaN) is left out instead (:func:`~trl_aem.trl_compat.drop_unmeasured_metrics`)."""
+        drop_unmeasured_metrics(self._metrics["train" if self.model.training else "eval"])
+        super().log(logs, start_time)
 
     def _trl_row_groups(self, local_rows: int, mode: str) -> RowGroups:
         """Groups of rows TRL scored: rank ``r`` holds global rows ``r * local_rows ...`` (TRL's ``process_slice``,

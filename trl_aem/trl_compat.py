@@ -26,6 +26,8 @@ override                                              what it replaces (trl 1.16
                                                       L3363-3430): its ``rotate_checkpoints(...)`` call (L3425)
 ``HubMixin._push_from_checkpoint`` / ``push_to_hub``  transformers ``Trainer`` L4431-, L4345-: uploads retried
 ``HubMixin.init_hf_repo``                             transformers ``Trainer.init_hf_repo`` (L4245-): Hub outages
+``AEMTrainer.log``                                    ``GRPOTrainer.log`` (L3302-3382): metrics with no value in the
+                                                      window dropped first (:func:`drop_unmeasured_metrics`)
 ``HubMixin.log``                                      ``GRPOTrainer.log`` (L3302-3382): Hub counters added
 ====================================================  ==============================================================
 """
@@ -40,6 +42,7 @@ from trl.trainer.utils import nanstd
 
 __all__ = [
     "TRL_VERSION",
+    "drop_unmeasured_metrics",
     "group_advantages",
     "has_recompute_pass",
     "importance_sampling_ratio",
@@ -111,6 +114,16 @@ def zero_std_fraction(rewards_per_func: torch.Tensor, weights: torch.Tensor, num
     rewards[unscorable] = torch.nan
     std = nanstd(rewards.view(-1, num_generations), dim=1) if num_generations > 1 else torch.zeros(1)
     return float((torch.nan_to_num(std, nan=0.0).abs() < ZERO_STD).float().mean())
+
+
+def drop_unmeasured_metrics(metrics: dict[str, list[float]]) -> list[str]:
+    """Remove the metrics of a logging window that hold no number (every value NaN: e.g. rewards of a batch whose
+    episodes all faulted); returns their names. ``GRPOTrainer.log`` (L3304-3311) logs such a metric as ``None``,
+    which breaks numeric loggers and curves; a missing point says the same thing honestly."""
+    empty = [key for key, values in metrics.items() if all(isinstance(v, float) and math.isnan(v) for v in values)]
+    for key in empty:
+        del metrics[key]
+    return empty
 
 
 def importance_sampling_ratio(

@@ -21,6 +21,7 @@ def test_quickstart(tmp_path):
     assert "held-out success rate" in out and "before RL ->" in out
     for name in ("model.safetensors", "README.md", "training_curves.png", "aem_env.json"):
         assert (tmp_path / name).exists(), name
+    assert not [p for p in tmp_path.rglob("*") if p.is_dir() and not any(p.iterdir())]  # no empty folders left
 
 
 # a short SFT warm start: these tests check that the configs run, not what they learn

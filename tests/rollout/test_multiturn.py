@@ -1,5 +1,7 @@
 """AEMTrainer with an environment: trajectory and step rollouts, loss masks, per-turn alpha, faults, eval."""
 
+import math
+
 import pytest
 import torch
 from datasets import Dataset
@@ -46,6 +48,17 @@ def env_config(make_config):
 
 def logged(trainer, key):
     return [log[key] for log in trainer.state.log_history if key in log]
+
+
+def assert_every_logged_value_is_a_finite_number(trainer):
+    """What reaches loggers (W&B, TensorBoard, the card's curves) is a number: no None, NaN or inf."""
+    bad = {
+        (log.get("step"), key): value
+        for log in trainer.state.log_history
+        for key, value in log.items()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    }
+    assert not bad, bad
 
 
 @pytest.mark.parametrize("mode", ["trajectory", "step"])
@@ -202,6 +215,7 @@ def test_training_steps_after_an_evaluation_are_logged_as_training(make_model, t
     train_steps = [log["step"] for log in trainer.state.log_history if "env/success_rate" in log]
     eval_steps = [log["step"] for log in trainer.state.log_history if "eval_env/success_rate" in log]
     assert train_steps == [1, 2, 3] and eval_steps == [1, 2, 3]
+    assert_every_logged_value_is_a_finite_number(trainer)
 
 
 def test_env_errors_are_clear(make_model, tokenizer, env_config):
@@ -253,6 +267,7 @@ def test_a_batch_where_every_episode_faults_still_trains(make_model, tokenizer, 
     assert logged(trainer, "env/errors")[0] == 8  # 2 generation batches x 4 episodes, all faulted
     assert all(loss == 0.0 for loss in logged(trainer, "loss"))
     assert all(e.faulted for e in trainer.episodes[0])
+    assert_every_logged_value_is_a_finite_number(trainer)
 
 
 def test_a_run_whose_episodes_all_fault_stops_with_the_cause(make_model, tokenizer, env_config):
