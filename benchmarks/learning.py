@@ -380,10 +380,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--losses", nargs="+", default=["grpo", "dapo", "gigpo"], choices=BASES,
                         help="base algorithms; gigpo = GiGPO's advantage with the GRPO loss")  # fmt: skip
-    parser.add_argument("--ablation-seeds", type=int, default=3, help="seeds that also run the ablations (GRPO)")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--eval-every", type=int, default=20)
-    parser.add_argument("--sft-steps", type=int, default=300)
+    parser.add_argument("--ablation-seeds", type=int, default=2, help="seeds that also run the ablations (GRPO)")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--sft-steps", type=int, default=800)
     parser.add_argument("--sft-noise", type=float, default=0.1, help="share of random actions in the demonstrations")
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--sft-learning-rate", type=float, default=None, help="default: recipes.sft_learning_rate")

@@ -26,6 +26,7 @@ ORDER = [
     "rollout.md",
     "envs.md",
     "swe.md",
+    "learning_vault.md",
     "learning_keyword.md",
     "learning_alfworld.md",
 ]
