@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 __all__ = ["CHATML_TEMPLATE", "DEFAULT_CORPUS", "build_tokenizer", "build_model"]
 
@@ -59,7 +60,16 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 512) 
     """
     texts = list(corpus) if corpus is not None else list(DEFAULT_CORPUS)
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's normalizer and pre-tokenizer (digits one by one): the model is a Qwen2, so a folder holding both
+    # reloads the tokenizer as transformers' Qwen2Tokenizer, which imposes these; trained with anything else the
+    # reloaded tokenizer would split text differently from the one the model was trained with
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
