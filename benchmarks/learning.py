@@ -13,7 +13,7 @@ final held-out success, AEM minus base, with a 95% bootstrap interval over seeds
 GRPO and each ablation against AEM. Response entropy and the training success rate are logged every step, to check
 the paper's pattern (AEM keeps entropy higher than its base while failures dominate, lower once successes dominate).
 
-    python benchmarks/learning.py                               # vault game, tiny model, 2 CPU cores: about an hour
+    python benchmarks/learning.py                               # vault game, tiny model, 2 CPU cores: about 45 minutes
     python benchmarks/learning.py --seeds 2 --steps 4 --eval-every 2 --sft-steps 20 --ablation-seeds 0  # smoke run
     python benchmarks/learning.py --env keyword --seeds 3       # the first round's keyword game
 
@@ -395,7 +395,7 @@ def main() -> None:
     parser.add_argument("--env-kwargs", type=json.loads, default={}, help="JSON dict for the environment class")
     parser.add_argument("--max-turns", type=int, default=None, help="default: recipes.STEP_MODE_BUDGETS")
     parser.add_argument("--eval-episodes", type=int, default=4, help="episodes per held-out task")
-    parser.add_argument("--tasks-per-step", type=int, default=4, help="tasks per RL step (x 8 episodes)")
+    parser.add_argument("--tasks-per-step", type=int, default=2, help="tasks per RL step (x 8 episodes)")
     parser.add_argument("--tiny-size", default="64x3", help="HIDDENxLAYERS of the tiny model")
     parser.add_argument("--env-tokenizer", action="store_true", default=True,
                         help="train the tiny tokenizer on the env's text (default)")  # fmt: skip
