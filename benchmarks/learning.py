@@ -32,6 +32,7 @@ import os
 import platform
 import random
 import shlex
+import signal
 import statistics
 import sys
 import time
@@ -447,6 +448,9 @@ def main() -> None:
     todo = [job for job in todo if job not in finished]
     runs = list(done)
     context = mp.get_context("spawn")
+    # a plain SIGTERM (kill, pkill) would end this process and leave the spawned workers training: exit through
+    # the `with` block instead, whose Pool.__exit__ terminates them
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with context.Pool(args.jobs, maxtasksperchild=1) as pool:
         for result in pool.imap_unordered(_worker, [(args, *job) for job in todo]):
             runs.append(result)
