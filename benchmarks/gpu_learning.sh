@@ -40,5 +40,5 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.t
 # shellcheck disable=SC2086
 timeout 500 python3 benchmarks/learning.py --env webshop --model tiny --tiny-size 256x4 --seeds 4 \
     --losses grpo gigpo --ablation-seeds 0 --steps 30 --eval-every 15 --sft-steps 400 --sft-noise 0.1 \
-    --tasks-per-step 8 --eval-episodes 4 --jobs 4 --threads 2 --work-dir /tmp/learning \
+    --learning-rate 5e-4 --tasks-per-step 8 --eval-episodes 4 --jobs 4 --threads 2 --work-dir /tmp/learning \
     --results-dir "$OUT" ${LEARNING_ARGS:-} 2>&1 | tee "$OUT/log.txt"

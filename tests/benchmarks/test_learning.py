@@ -1,0 +1,65 @@
+"""The learning benchmark's statistics and bookkeeping (``benchmarks/learning.py``), on hand-made runs: the paired
+comparison must pair by seed, the curve mean must leave out the shared start, and the work folder must change with
+every option that changes a run (or a rerun would silently reuse results of other settings)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "learning.py"
+
+
+@pytest.fixture(scope="module")
+def learning():
+    spec = importlib.util.spec_from_file_location("learning_benchmark", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(seed: int, base: str, arm: str, curve: list[float]) -> dict:
+    return {
+        "seed": seed,
+        "base": base,
+        "arm": arm,
+        "held_out_success": [(10 * i, value) for i, value in enumerate(curve)],
+        "train_success": [],
+        "response_entropy": [],
+    }
+
+
+def test_paired_differences_pair_by_seed_for_both_metrics(learning):
+    runs = [
+        run(0, "grpo", "base", [0.2, 0.4, 0.6]),
+        run(0, "grpo", "aem", [0.2, 0.6, 0.7]),
+        run(1, "grpo", "base", [0.3, 0.5, 0.9]),
+        run(1, "grpo", "aem", [0.3, 0.5, 0.8]),
+        run(2, "grpo", "aem", [0.1, 1.0, 1.0]),  # no base run on seed 2: left out of the pairing
+    ]
+    final = learning.paired(runs, ("grpo", "aem"), ("grpo", "base"), "final")
+    assert final["seeds"] == 2 and final["differences"] == pytest.approx([0.1, -0.1])
+    assert final["mean_difference"] == pytest.approx(0.0) and (final["wins"], final["losses"]) == (1, 1)
+    curve = learning.paired(runs, ("grpo", "aem"), ("grpo", "base"), "curve_mean")
+    # the shared start (step 0) is not part of the curve mean: (0.6 + 0.7) / 2 - (0.4 + 0.6) / 2 and 0.65 - 0.7
+    assert curve["differences"] == pytest.approx([0.15, -0.05])
+    assert learning.paired(runs, ("dapo", "aem"), ("dapo", "base")) is None
+
+
+def test_bootstrap_interval_brackets_the_mean_and_needs_two_values(learning):
+    values = [0.1, 0.2, 0.0, 0.15, 0.05, 0.1, 0.12, 0.08]
+    low, high = learning.bootstrap_interval(values)
+    assert low < sum(values) / len(values) < high and low >= 0.0 and high <= 0.2
+    assert all(v != v for v in learning.bootstrap_interval([0.3]))  # nan: one seed has no interval
+
+
+def test_work_folder_changes_with_run_options_not_with_the_arms_to_run(learning):
+    base = dict(env="vault", seeds=8, losses=["grpo"], ablation_seeds=3, steps=40, sft_noise=0.3, work_dir="a",
+                jobs=2, threads=1, fresh=False, results_dir="r", env_kwargs={"elimination": 0.0})  # fmt: skip
+    key = learning.options_key(argparse.Namespace(**base))
+    assert key == learning.options_key(argparse.Namespace(**{**base, "seeds": 2, "losses": ["dapo"], "jobs": 4}))
+    assert key != learning.options_key(argparse.Namespace(**{**base, "sft_noise": 0.1}))
+    assert key != learning.options_key(argparse.Namespace(**{**base, "env_kwargs": {}}))
