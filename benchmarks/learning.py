@@ -14,7 +14,7 @@ success over the RL evaluations (the area under the learning curve: how fast it 
 against GRPO and each ablation against AEM. Response entropy and the training success rate are logged every step, to check
 the paper's pattern (AEM keeps entropy higher than its base while failures dominate, lower once successes dominate).
 
-    python benchmarks/learning.py                               # vault game, tiny model, 2 CPU cores: about 45 minutes
+    python benchmarks/learning.py                               # vault game, tiny model, 2 CPU cores: about 40 minutes
     python benchmarks/learning.py --seeds 2 --steps 4 --eval-every 2 --sft-steps 20 --ablation-seeds 0  # smoke run
     python benchmarks/learning.py --env keyword --seeds 3       # the first round's keyword game
 

@@ -4,7 +4,8 @@ Built so that turn-level credit assignment matters and a tiny model can still le
 
 * an episode is a corridor of 6 to 8 rooms (``rooms``); each room has 3 (``doors``) doors of different colours, and
   a sign says which one leads on, directly ("take the blue door") or, in a quarter of the rooms
-  (``elimination``), by elimination ("the red door and the green door are locked");
+  (``elimination``), by elimination ("the red door and the green door are locked"; a harder skill: the offline
+  tiny model does not learn it, so ``benchmarks/learning.py`` sets ``elimination=0.0``);
 * the answer is one short word, the door's colour (``blue``; ``<action>blue</action>`` and the door's number work
   too);
 * a wrong door leads into a side wing that looks exactly like the corridor (rooms, doors, signs) but never reaches
