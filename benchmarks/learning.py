@@ -302,7 +302,9 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def report(args, command: str, runs: list[dict], wall: float) -> str:
+def report(args, command: str, runs: list[dict], wall: float, reused: int = 0) -> str:
+    """Write ``learning_<env>.json``, ``.md`` and ``.png``; ``wall`` is this invocation's time and ``reused`` the
+    runs it took from earlier invocations (so the time is not mistaken for the cost of every run)."""
     import torch
 
     results = Path(args.results_dir)
@@ -321,6 +323,8 @@ def report(args, command: str, runs: list[dict], wall: float) -> str:
         "device": device,
         "platform": platform.platform(),
         "wall_s": round(wall, 1),
+        "runs_reused": reused,
+        "run_minutes": round(sum(r["seconds"] for r in runs) / 60, 1),
         "date": time.strftime("%Y-%m-%d"),
     }
     results.mkdir(parents=True, exist_ok=True)
@@ -330,7 +334,14 @@ def report(args, command: str, runs: list[dict], wall: float) -> str:
     lines = [
         f"# Learning: AEM vs base on {args.env} ({args.model} model, {device})",
         "",
-        f"`{command}`, {payload['date']}, {wall / 60:.0f} min. Held-out success rate before RL and after "
+        f"`{command}`, {payload['date']}, {wall / 60:.0f} min"
+        + (
+            f" (this invocation; {reused} of the {len(runs)} runs came from earlier ones with the same options)"
+            if reused
+            else ""
+        )
+        + f"; the RL runs took {payload['run_minutes']:.0f} worker-minutes in all ({args.jobs} workers; SFT warm "
+        f"starts not counted). Held-out success rate before RL and after "
         f"{args.steps} RL steps (eval tasks x {eval_episodes} episodes each), from one SFT warm start per seed.",
         "",
         "| base / arm | seeds | before RL | after RL (mean) | std | mean over the RL evaluations |",
@@ -499,7 +510,7 @@ def main() -> None:
                 f"held-out {result['held_out_success']} ({result['seconds']:.0f} s)",
                 flush=True,
             )
-    print(report(args, command, runs, time.time() - started))
+    print(report(args, command, runs, time.time() - started, reused=len(done)))
 
 
 if __name__ == "__main__":
