@@ -2,8 +2,9 @@
 
 Every seed: a model (``--model``, default the offline tiny one) warm-started once with ``SFTTrainer`` on the
 environment's expert demonstrations (``--sft-noise``: a share of the expert's actions replaced by random admissible
-ones, so the warm start imitates a noisy expert and RL must find which turns' choices lose the episode), then, from that same start, one RL run per arm (``--steps`` steps of ``AEMTrainer`` in step mode), each
-evaluated on the held-out tasks before RL and every ``--eval-every`` steps. Arms, per base algorithm in
+ones, so the warm start imitates a noisy expert and RL must find which turns' choices lose the episode), then, from
+that same start, one RL run per arm (``--steps`` steps of ``AEMTrainer`` in step mode), each evaluated on the
+held-out tasks before RL and every ``--eval-every`` steps. Arms, per base algorithm in
 ``--losses``: ``base`` (``use_aem=False``) and ``aem``; ``gigpo`` is GiGPO's two-level advantage with the GRPO loss.
 On the first ``--ablation-seeds`` seeds, with GRPO: ``reversed`` (lambda = -1), ``shuffled`` (alpha permuted within
 groups), ``trajectory`` and ``batch`` (normalisation scope).
@@ -11,8 +12,9 @@ groups), ``trajectory`` and ``batch`` (normalisation scope).
 The report pairs arms by seed (same warm start, same held-out tasks and evaluation seed): the mean difference,
 AEM minus base, with a 95% bootstrap interval over seeds, of the final held-out success and of the mean held-out
 success over the RL evaluations (the area under the learning curve: how fast it learns), and the same for GiGPO
-against GRPO and each ablation against AEM. Response entropy and the training success rate are logged every step, to check
-the paper's pattern (AEM keeps entropy higher than its base while failures dominate, lower once successes dominate).
+against GRPO and each ablation against AEM. Response entropy and the training success rate are logged every step,
+to check the paper's pattern (AEM keeps entropy higher than its base while failures dominate, lower once successes
+dominate).
 
     python benchmarks/learning.py                               # vault game, tiny model, 2 CPU cores: about 40 minutes
     python benchmarks/learning.py --seeds 2 --steps 4 --eval-every 2 --sft-steps 20 --ablation-seeds 0  # smoke run
@@ -21,8 +23,7 @@ the paper's pattern (AEM keeps entropy higher than its base while failures domin
 Runs go to ``--jobs`` worker processes (one torch thread each); each finished run is appended to
 ``<work-dir>/<env>/<options hash>/runs.jsonl`` (the hash covers every option that changes a run, not
 ``--seeds``, ``--losses`` or ``--ablation-seeds``) and a rerun with the same options skips it, warm starts
-included (``--fresh`` starts over). Writes
-``benchmarks/results/learning_<env>.json``, ``.md`` and ``.png``.
+included (``--fresh`` starts over). Writes ``benchmarks/results/learning_<env>.json``, ``.md`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ ABLATIONS = {
     "batch": {"aem_scope": "batch"},
 }
 BASES = ["grpo", "dapo", "dr_grpo", "bnpo", "gigpo"]
+# options that change where and how fast runs happen, never their results
+LOGISTICS = ("work_dir", "results_dir", "fresh", "jobs", "threads")
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -391,12 +394,7 @@ def command_line(args) -> str:
     """The command that reproduces this run (every option that is set), for the results file."""
     parts = ["python benchmarks/learning.py"]
     for name, value in vars(args).items():
-        if (
-            name in ("work_dir", "results_dir", "fresh", "jobs", "threads")
-            or value is None
-            or value is False
-            or value == {}
-        ):
+        if name in LOGISTICS or value is None or value is False or value == {}:
             continue
         flag = "--" + name.replace("_", "-")
         if value is True:
@@ -413,8 +411,8 @@ def command_line(args) -> str:
 def options_key(args) -> str:
     """A short hash of the options that change a run (everything but the seeds and arms to run), so results of
     other options in the same ``--work-dir`` are never reused."""
-    varying = ("seeds", "losses", "ablation_seeds", "work_dir", "results_dir", "fresh", "jobs", "threads")
-    options = {name: value for name, value in sorted(vars(args).items()) if name not in varying}
+    varying = ("seeds", "losses", "ablation_seeds", *LOGISTICS)
+    options = {name: value for name, value in vars(args).items() if name not in varying}
     return hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

@@ -416,11 +416,11 @@ def test_trl_aem_package_is_masked_where_it_would_be_visible(monkeypatch):
     with make() as box:
         hidden = box.run(probe).output
     monkeypatch.setattr(sandbox_module, "_source_checkout", lambda package: None)
-    # a checkout under a directory the sandbox always hides (a clone in /tmp, or in the home directory) stays
-    # invisible even unhidden; elsewhere it is visible now, and only the mask keeps the package out
-    always_hidden = ("/tmp", "/var/tmp", "/dev/shm", os.path.expanduser("~"))
-    private = any(os.path.realpath(package).startswith(os.path.realpath(d) + os.sep) for d in always_hidden)
     with make() as box:
+        # a checkout under a directory the sandbox hides anyway (a clone in /tmp or the home directory) stays
+        # invisible even unhidden; elsewhere it is visible now, and only the mask keeps the package out
+        rw_tmp, ro_hide = box._hidden_dirs(os.path.realpath(box.root))
+        private = any(sandbox_module._under(os.path.realpath(package), d) for d in rw_tmp + ro_hide)
         visible = box.run(f"ls {os.path.dirname(package)}").output.strip()
         assert bool(visible) != private, visible  # the checkout is visible now (unless it lies in a hidden place)...
         masked = box.run(probe).output
