@@ -1,20 +1,22 @@
-"""Copy the benchmark tables from ``benchmarks/results/*.md`` into the README, between the markers
-``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->``, so the README quotes exactly what the
-scripts wrote (never numbers typed by hand).
+"""Copy the benchmark tables from ``benchmarks/results/*.md`` into ``docs/benchmarks.md``, between the markers
+``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->``, so the docs quote exactly what the scripts wrote
+(never numbers typed by hand). The README links that page; it holds no tables itself.
 
-    python benchmarks/readme_tables.py          # rewrite the README block
-    python benchmarks/readme_tables.py --check  # exit 1 if the README block is stale
+    python benchmarks/readme_tables.py          # rewrite the block in docs/benchmarks.md
+    python benchmarks/readme_tables.py --check  # exit 1 if the block is stale
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+TARGET = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 # shown in this order when present; a results file's own "# title" line becomes a "####" heading
 ORDER = [
@@ -33,12 +35,14 @@ ORDER = [
 
 
 def block() -> str:
+    # images beside a results file, linked relative to the page that quotes it
+    images = Path(os.path.relpath(RESULTS, TARGET.parent)).as_posix()
     parts = []
     for name in ORDER:
         path = RESULTS / name
         if path.exists():
             text = path.read_text().strip()
-            text = re.sub(r"\]\((?!https?://|/)([^)]+\.png)\)", r"](benchmarks/results/\1)", text)  # images beside it
+            text = re.sub(r"\]\((?!https?://|/)([^)]+\.png)\)", rf"]({images}/\1)", text)
             parts.append(text.replace("# ", "#### ", 1) if text.startswith("# ") else text)
     return "\n\n".join([START, *parts, END])
 
@@ -47,17 +51,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    readme = (ROOT / "README.md").read_text()
-    if START not in readme or END not in readme:
-        sys.exit(f"README.md has no {START} ... {END} block")
-    head, rest = readme.split(START, 1)
+    name = TARGET.relative_to(ROOT)
+    page = TARGET.read_text()
+    if START not in page or END not in page:
+        sys.exit(f"{name} has no {START} ... {END} block")
+    head, rest = page.split(START, 1)
     _, tail = rest.split(END, 1)
     updated = head + block() + tail
     if args.check:
         sys.exit(
-            0 if updated == readme else "README benchmark tables are stale: run python benchmarks/readme_tables.py"
+            0 if updated == page else f"{name} benchmark tables are stale: run python benchmarks/readme_tables.py"
         )
-    (ROOT / "README.md").write_text(updated)
+    TARGET.write_text(updated)
 
 
 if __name__ == "__main__":
