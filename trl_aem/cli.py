@@ -59,8 +59,8 @@ class ScriptArguments:
         default=None,
         metadata={
             "help": "Steps of an SFT warm start on the environment's expert demonstrations before RL (0: none). "
-            "Default: what the tiny model needs to learn the environment (trl_aem.recipes.TINY_SCHEDULES), 0 for "
-            "other models."
+            "Default: what the tiny model needs to learn the environment (its EnvSpec.tiny in "
+            "trl_aem.envs.registry), 0 for other models."
         },
     )
     sft_noise: float = field(
@@ -229,7 +229,7 @@ def _policy(script_args: ScriptArguments, config, factory):
     expert = callable(getattr(factory(), "expert_action", None))
     steps = script_args.sft_steps
     if steps is None:
-        steps = recipes.TINY_SCHEDULES.get(script_args.environment, (0, 0))[1] if name == TINY_MODEL else 0
+        steps = recipes.env_recipe(script_args.environment).tiny.sft_steps if name == TINY_MODEL else 0
     if steps and not expert:
         raise SystemExit(f"trl-aem train: --sft_steps needs expert_action(), which {script_args.environment!r} lacks")
     if steps:
@@ -269,6 +269,9 @@ def _run(make_trainer, config) -> None:
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
+    from .evaluation import EVAL_BATCH_SIZE, EVAL_EPISODES
+    from .rollout.settings import ROLLOUT_MODES
+
     parser = argparse.ArgumentParser(
         prog="trl-aem eval", description="Play episodes of a model in an environment and report its results."
     )
@@ -276,17 +279,17 @@ def build_eval_parser() -> argparse.ArgumentParser:
     add("--model", required=True, help="Hub id or local folder of the model (or of a PEFT adapter).")
     add("--adapter", default=None, help="Hub id or local folder of a PEFT adapter to apply to --model.")
     add("--env", default=None, help="Built-in environment name or module:attribute (default: the training env).")
-    add("--episodes", type=int, default=32, help="Number of episodes (tasks are cycled).")
+    add("--episodes", type=int, default=EVAL_EPISODES, help="Number of episodes (tasks are cycled).")
     add("--split", default=None, help="Task split of env().tasks(split) (default: eval, else test, else train).")
     add("--push-results", "--push_results", action="store_true", help="Write the results into the card on the Hub.")
     add("--revision", default=None, help="Hub revision of the model (or adapter).")
-    add("--rollout-mode", "--rollout_mode", choices=["step", "trajectory"], default=None)
+    add("--rollout-mode", "--rollout_mode", choices=list(ROLLOUT_MODES), default=None)
     add("--max-turns", "--max_turns", type=int, default=None)
     add("--history-length", "--history_length", type=int, default=None)
     add("--max-turn-tokens", "--max_turn_tokens", type=int, default=None)
     add("--max-completion-length", "--max_completion_length", type=int, default=None, help="Trajectory mode budget.")
     add("--temperature", type=float, default=0.0, help="Sampling temperature; 0 is greedy.")
-    add("--batch-size", "--batch_size", type=int, default=32, help="Episodes played together.")
+    add("--batch-size", "--batch_size", type=int, default=EVAL_BATCH_SIZE, help="Episodes played together.")
     add(
         "--step-timeout",
         "--step_timeout",

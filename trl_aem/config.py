@@ -189,9 +189,9 @@ class AEMConfig(GRPOConfig):
         default=_ROLLOUT.env_step_timeout,
         metadata={"help": "Seconds an env.step may take before the episode ends as timed out."},
     )
-    num_env_workers: int = field(default=8, metadata={"help": "Parallel environment workers."})
+    num_env_workers: int = field(default=_ROLLOUT.num_env_workers, metadata={"help": "Parallel environment workers."})
     env_worker_type: str = field(
-        default="thread",
+        default=_ROLLOUT.env_worker_type,
         metadata={"help": "Environment worker kind.", "choices": list(ENV_WORKER_TYPES)},
     )
     invalid_action_penalty: float = field(

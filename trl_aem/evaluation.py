@@ -26,6 +26,9 @@ from .rollout.settings import RolloutSettings
 __all__ = ["EvalReport", "evaluate", "load_policy", "read_env_settings"]
 
 SPLITS = ("eval", "test", "train")
+# evaluate()'s and `trl-aem eval`'s defaults: episodes played, and how many together (one generate call per turn)
+EVAL_EPISODES = 32
+EVAL_BATCH_SIZE = 32
 
 
 @dataclass
@@ -166,22 +169,24 @@ def evaluate(
     tokenizer,
     env: Callable[[], Any],
     *,
-    episodes: int = 32,
+    episodes: int = EVAL_EPISODES,
     split: str | None = None,
     env_name: str | None = None,
     settings: RolloutSettings | None = None,
     temperature: float = 0.0,
-    batch_size: int = 32,
-    num_workers: int = 8,
+    batch_size: int = EVAL_BATCH_SIZE,
+    num_workers: int | None = None,
     seed: int | None = 0,
     **setting_overrides: Any,
 ) -> EvalReport:
     """Play ``episodes`` episodes of ``env`` (tasks from ``env().tasks(split)``, cycled; ``split`` defaults to the
     first of eval/test/train the environment has) and return them with their metrics. ``temperature=0`` is greedy.
 
-    Episodes are played with ``settings`` (default: :class:`RolloutSettings`' defaults; a trained model's own are in
-    its ``aem_env.json``, see :func:`read_env_settings`), with any :class:`RolloutSettings` field overridden by
-    keyword (``max_turns=2``, ``rollout_mode="step"``, ...)."""
+    Episodes are played with ``settings`` (default: :class:`RolloutSettings`' defaults, which are ``AEMConfig``'s; a
+    trained model's own are in its ``aem_env.json``, see :func:`read_env_settings`), with any
+    :class:`RolloutSettings` field overridden by keyword (``max_turns=2``, ``rollout_mode="step"``, ...).
+    ``num_workers`` (default: the settings' ``num_env_workers``) environments step in parallel, in workers of the
+    settings' ``env_worker_type``."""
     unknown = set(setting_overrides) - {f.name for f in dataclasses.fields(RolloutSettings)}
     if unknown:
         raise TypeError(f"evaluate() got unexpected keyword arguments {sorted(unknown)}")
@@ -224,7 +229,8 @@ def evaluate(
     )
     report = EvalReport(env_name or getattr(env, "__name__", "env"), split)
     timeout = math.inf if settings.env_step_timeout is None else settings.env_step_timeout
-    pool = EnvPool(env, max_workers=num_workers, timeout=timeout)
+    workers = settings.num_env_workers if num_workers is None else num_workers
+    pool = EnvPool(env, worker_type=settings.env_worker_type, max_workers=workers, timeout=timeout)
     # eval mode: a model fresh from a trainer may still be in train mode with gradient checkpointing on,
     # which makes `generate` drop its KV cache (every token would recompute the whole sequence)
     was_training = model.training

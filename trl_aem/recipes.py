@@ -8,10 +8,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .envs.registry import SPECS, EnvSpec
+
 __all__ = [
     "STEP_MODE_BUDGETS",
     "STEP_MODE_HISTORY",
     "TINY_SCHEDULES",
+    "env_recipe",
     "step_mode_params",
     "tiny_run_params",
     "env_corpus",
@@ -23,11 +26,23 @@ __all__ = [
     "warm_start_policy",
 ]
 
-# per built-in environment: max turns, tokens per response (what the expert's answers need, with room to spare)
-STEP_MODE_BUDGETS = {"keyword": (4, 12), "vault": (12, 4), "webshop": (15, 48), "alfworld": (50, 24)}
-# per built-in environment, the turns of history a step-mode prompt shows (default 2, as verl-agent): the vault's
-# rooms are Markovian, and earlier rooms' door colours in the prompt only mislead a small model
-STEP_MODE_HISTORY = {"vault": 0}
+# Views of the environments' specs (trl_aem.envs.registry.SPECS, where the values live), for the built-in
+# environments with a step-mode budget of their own: max turns, tokens per response
+STEP_MODE_BUDGETS = {
+    name: (spec.step_mode.max_turns, spec.step_mode.max_turn_tokens) for name, spec in SPECS.items() if spec.step_mode
+}
+# ... and the turns of history a step-mode prompt shows
+STEP_MODE_HISTORY = {name: spec.step_mode.history_length for name, spec in SPECS.items() if spec.step_mode}
+# per built-in environment: RL steps and SFT warm-start steps that learn with the tiny model on 2 CPU cores in
+# minutes (`trl-aem train --env NAME` and the quickstart); the paper environments need a real model and a GPU
+TINY_SCHEDULES = {name: (spec.tiny.rl_steps, spec.tiny.sft_steps) for name, spec in SPECS.items()}
+
+
+def env_recipe(env_name: str) -> EnvSpec:
+    """The spec the recipes read for ``env_name``: a built-in environment's own, else (a user's ``module:attribute``
+    environment) one with the generic defaults (step-mode budget 10 turns x 64 tokens, 2 turns of history; a
+    20-step tiny-model run without warm start)."""
+    return SPECS.get(env_name) or EnvSpec(name=env_name, target=env_name, summary="")
 
 
 def make_policy(
@@ -165,27 +180,23 @@ def train_and_save(model: Any, env_factory: Callable[[], Any], config: Any, toke
     return trainer
 
 
-# per built-in environment: RL steps and SFT warm-start steps that learn with the tiny model on 2 CPU cores in
-# minutes (`trl-aem train --env NAME` and the quickstart); the paper environments need a real model and a GPU
-TINY_SCHEDULES = {"keyword": (80, 150), "vault": (40, 300), "webshop": (20, 300), "alfworld": (10, 300), "swe": (4, 0)}
-
-
 def step_mode_params(env_name: str, output_dir: str | None = None, **overrides: Any) -> dict[str, Any]:
     """The ``AEMConfig`` fields the quickstart, ``trl-aem train --env`` and the learning benchmark share: step mode
-    with the environment's history (:data:`STEP_MODE_HISTORY`, 2 by default) and turn budget
-    (:data:`STEP_MODE_BUDGETS`), 4 tasks x 8 episodes per step, held-out eval with 8 episodes per task, no KL,
-    sampling at temperature 1; ``overrides`` win."""
-    max_turns, turn_tokens = STEP_MODE_BUDGETS.get(env_name, (10, 64))
+    with the environment's step-mode budget and history (:func:`env_recipe`), 4 tasks x 8 episodes per step,
+    held-out eval with the environment's episodes per task (8), no KL, sampling at temperature 1; ``overrides``
+    win."""
+    spec = env_recipe(env_name)
+    step = spec.step_defaults
     params = dict(
         rollout_mode="step",
-        history_length=STEP_MODE_HISTORY.get(env_name, 2),
-        max_turns=max_turns,
-        max_turn_tokens=turn_tokens,
+        history_length=step.history_length,
+        max_turns=step.max_turns,
+        max_turn_tokens=step.max_turn_tokens,
         max_completion_length=256,
         per_device_train_batch_size=32,
         num_generations=8,
         per_device_eval_batch_size=64,
-        num_generations_eval=8,
+        num_generations_eval=spec.eval_episodes_per_task,
         beta=0.0,
         temperature=1.0,
         save_strategy="no",
@@ -206,9 +217,9 @@ def step_mode_config(env_name: str, output_dir: str, **overrides: Any):
 
 def tiny_run_params(env_name: str) -> dict[str, Any]:
     """What ``trl-aem train --env NAME`` uses for the offline tiny model when the user sets nothing else: the step-mode
-    fields, the RL steps of :data:`TINY_SCHEDULES`, the RL learning rate the quickstart uses, logging every 5% and
-    the CPU."""
-    steps, _ = TINY_SCHEDULES.get(env_name, (20, 0))
+    fields, the RL steps of the environment's tiny-model recipe (:func:`env_recipe`), the RL learning rate the
+    quickstart uses, logging every 5% and the CPU."""
+    steps = env_recipe(env_name).tiny.rl_steps
     return step_mode_params(
         env_name, max_steps=steps, learning_rate=2e-4, logging_steps=max(1, steps // 20), use_cpu=True
     )

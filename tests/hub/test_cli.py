@@ -1,5 +1,7 @@
 """The ``trl-aem`` command line: TrlParser config files, command-line overrides, clear errors."""
 
+import dataclasses
+
 import pytest
 
 from trl_aem.cli import main
@@ -160,3 +162,61 @@ def test_load_failures_are_one_line_each(tmp_path, monkeypatch, argv, message):
         main([*argv, "--output_dir", str(tmp_path)] if argv[0] == "train" else argv)
     text = str(raised.value)
     assert message in text and "\n" not in text
+
+
+def test_eval_without_a_record_plays_with_the_training_defaults(tmp_path, monkeypatch, capsys):
+    """A model folder without aem_env.json: `trl-aem eval` plays with AEMConfig's defaults (max_completion_length
+    included: TRL's), the command line's settings win, and evaluate() steps as many environments in parallel as
+    training does."""
+    from trl_aem import AEMConfig, evaluation
+    from trl_aem.rollout.settings import RolloutSettings
+
+    seen = {}
+
+    def fake_evaluate(model, tokenizer, env, **kwargs):
+        seen.update(kwargs)
+        return evaluation.EvalReport(kwargs["env_name"], "eval")
+
+    monkeypatch.setattr(evaluation, "load_policy", lambda *args, **kwargs: (None, None))
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    trained = RolloutSettings.from_config(AEMConfig(output_dir=str(tmp_path / "run"), use_cpu=True))
+    main(["eval", "--model", str(tmp_path), "--env", "keyword", "--episodes", "1"])
+    assert seen["settings"] == trained and seen["settings"].max_completion_length == AEMConfig.max_completion_length
+    main(["eval", "--model", str(tmp_path), "--env", "keyword", "--max-turns", "2", "--rollout-mode", "step"])
+    assert seen["settings"] == dataclasses.replace(trained, max_turns=2, rollout_mode="step")
+    capsys.readouterr()
+
+
+def test_evaluate_defaults_to_the_training_settings(monkeypatch):
+    from trl_aem import evaluation
+    from trl_aem.envs import KeywordEnv
+    from trl_aem.rollout.settings import RolloutSettings
+    from trl_aem.tiny import build_model, build_tokenizer
+
+    pools = []
+
+    class RecordingPool(evaluation.EnvPool):
+        def __init__(self, factory, **kwargs):
+            pools.append(kwargs)
+            super().__init__(factory, **kwargs)
+
+    engines = []
+
+    class RecordingEngine(evaluation.RolloutEngine):
+        def __init__(self, pool, formatter, generate, settings, **kwargs):
+            engines.append(settings)
+            super().__init__(pool, formatter, generate, settings, **kwargs)
+
+    monkeypatch.setattr(evaluation, "EnvPool", RecordingPool)
+    monkeypatch.setattr(evaluation, "RolloutEngine", RecordingEngine)
+    tokenizer = build_tokenizer()
+    evaluation.evaluate(build_model(tokenizer), tokenizer, KeywordEnv, episodes=1, max_turns=1, max_turn_tokens=2)
+    defaults = RolloutSettings()
+    assert engines == [dataclasses.replace(defaults, rollout_waves=1, max_turns=1, max_turn_tokens=2)]
+    assert pools == [
+        {
+            "worker_type": defaults.env_worker_type,
+            "max_workers": defaults.num_env_workers,
+            "timeout": defaults.env_step_timeout,
+        }
+    ]

@@ -34,9 +34,25 @@ from typing import Any
 
 from .base import EnvContractError, StepResult
 
-__all__ = ["EnvCall", "EnvOutcome", "EnvPool", "coerce_step_result"]
+__all__ = [
+    "DEFAULT_MAX_WORKERS",
+    "DEFAULT_STEP_TIMEOUT",
+    "DEFAULT_WORKER_TYPE",
+    "WORKER_TYPES",
+    "EnvCall",
+    "EnvOutcome",
+    "EnvPool",
+    "coerce_step_result",
+]
 
 logger = logging.getLogger(__name__)
+
+# the pool's defaults, and through RolloutSettings those of AEMConfig (num_env_workers, env_worker_type,
+# env_step_timeout) and of evaluate() / `trl-aem eval`
+WORKER_TYPES = ("thread", "process")
+DEFAULT_WORKER_TYPE = "thread"
+DEFAULT_MAX_WORKERS = 8
+DEFAULT_STEP_TIMEOUT = 60.0  # seconds
 
 _SHUTDOWN = None
 STARTUP_SECONDS = 120.0  # a new worker process may take this long to import before its first call's clock starts
@@ -259,9 +275,14 @@ class EnvPool:
     """
 
     def __init__(
-        self, factory: Callable[[], Any], *, worker_type: str = "thread", max_workers: int = 8, timeout: float = 60.0
+        self,
+        factory: Callable[[], Any],
+        *,
+        worker_type: str = DEFAULT_WORKER_TYPE,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        timeout: float = DEFAULT_STEP_TIMEOUT,
     ):
-        if worker_type not in ("thread", "process"):
+        if worker_type not in WORKER_TYPES:
             raise ValueError(f"worker_type must be 'thread' or 'process', got {worker_type!r}")
         if not callable(factory):
             raise TypeError(f"env must be a zero-argument callable returning an environment, got {factory!r}")

@@ -11,6 +11,7 @@ from datasets import Dataset
 from ..envs.base import StepResult
 from .episode import Episode, Turn
 from .prompts import step_messages
+from .settings import ROLLOUT_MODES
 
 __all__ = ["collect_demonstrations"]
 
@@ -35,8 +36,8 @@ def collect_demonstrations(
     action only (its ``completion_only_loss``), not the prompt. With ``noise > 0`` the expert is replaced by a random admissible action with that
     probability (recovery behaviour in the data); ``successful_only`` keeps only episodes that succeeded.
     """
-    if rollout_mode not in ("trajectory", "step"):
-        raise ValueError(f"rollout_mode must be 'trajectory' or 'step', got {rollout_mode!r}")
+    if rollout_mode not in ROLLOUT_MODES:
+        raise ValueError(f"rollout_mode must be one of {ROLLOUT_MODES}, got {rollout_mode!r}")
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise must be in [0, 1], got {noise}")
     rng = random.Random(seed)
