@@ -9,11 +9,12 @@ For the ``G`` episodes ``tau_i`` of one task (one GRPO group) and the turns ``t`
 * discounted step return (Eq. 5): ``R_t = sum_{k >= t} gamma^(k - t) r_k`` along the episode;
 * step level (Eq. 7): ``A_S(a_t) = (R_t - mean_{anchor group} R) / F_norm``; a turn alone in its anchor group gets
   ``A_S = 0`` (there is nothing to compare it with);
-* combined (Eq. 8): ``A = A_E + omega * A_S``.
+* combined (Eq. 8): ``A = A_E + omega * A_S`` (:func:`turn_advantages`, the ``"gigpo"`` estimator of
+  :mod:`trl_aem.advantages`).
 
 ``F_norm`` is the group's standard deviation (plus ``epsilon``) or 1; this module takes TRL's ``scale_rewards``
 for both levels ("none" means 1). Faulted episodes carry no reward and no rows: they are left out of every group.
-Nothing here knows about trainers or processes.
+Nothing here knows about trainers or processes (:func:`turn_advantages` is handed a ``gather``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,21 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Hashable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-__all__ = ["GiGPOSteps", "anchor_key", "default_state_key", "discounted_returns", "step_advantages"]
+if TYPE_CHECKING:
+    from .advantages import EstimatorSettings, Gather, TurnEstimate, TurnRow
+
+__all__ = [
+    "GiGPOSteps",
+    "anchor_key",
+    "default_state_key",
+    "discounted_returns",
+    "step_advantages",
+    "turn_advantages",
+]
 
 EPSILON = 1e-4  # as TRL's group advantage
 
@@ -93,3 +104,41 @@ def step_advantages(
         centred = centred / (std[anchor] + epsilon)
     advantage = torch.where(size[anchor] > 1, centred, torch.zeros_like(centred))  # singletons: no comparison
     return GiGPOSteps(advantage.to(returns.dtype), anchor, size[anchor])
+
+
+def turn_advantages(rows: list[TurnRow], settings: EstimatorSettings, gather: Gather) -> TurnEstimate:
+    """GiGPO's combined advantage (Eq. 8) of step-mode rows: ``A_E + omega * A_S`` per turn.
+
+    ``rows`` are this process's turns, episode by episode in order, with their episode's ``A_E``. The per-turn
+    rewards include the invalid-action penalty (so they sum to the episode return), ``R_t`` is discounted by
+    ``settings.gigpo_gamma``, and the anchor state of turn ``t`` is the observation it acted on, keyed by
+    ``settings.state_key`` (the environment's ``state_key``, else :func:`default_state_key`). Anchor groups may hold
+    turns of several processes, so every process's ``(task, state, R_t)`` is gathered and the step advantages are
+    computed on all of them identically everywhere; this process's are taken back. ``scale`` follows TRL's
+    ``scale_rewards`` ("none": mean removed only)."""
+    from .advantages import TurnEstimate
+
+    penalty, returns, fields = settings.invalid_action_penalty, {}, []
+    for row in rows:
+        episode, t = row.episode, row.position
+        if id(episode) not in returns:
+            rewards = [turn.reward - penalty * turn.invalid for turn in episode.turns]  # sums to the env return
+            returns[id(episode)] = discounted_returns(rewards, settings.gigpo_gamma)
+        observation = episode.first_observation if t == 0 else episode.turns[t - 1].observation
+        fields.append(
+            [float(episode.group), float(anchor_key(settings.state_key(observation))), returns[id(episode)][t]]
+        )
+    full, start = gather(torch.tensor(fields, dtype=torch.float64).view(-1, 3))
+    full = full.cpu()
+    steps = step_advantages(full[:, 0].long(), full[:, 1].long(), full[:, 2], scale=settings.scale_rewards != "none")
+    mine = steps.advantage[start : start + len(rows)]
+    metrics = {}
+    if full.size(0):
+        groups = float(steps.group_size.double().reciprocal().sum())  # each group's turns add up to 1
+        metrics["gigpo/anchor_group_size"] = full.size(0) / groups
+        metrics["gigpo/step_adv_std"] = float(steps.advantage.std(unbiased=False))
+        metrics["gigpo/shared_frac"] = float((steps.group_size > 1).double().mean())
+    advantages = [
+        row.episode_advantage + settings.gigpo_omega * float(step) for row, step in zip(rows, mine, strict=True)
+    ]
+    return TurnEstimate(advantages, metrics)

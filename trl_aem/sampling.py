@@ -23,6 +23,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .modulation import entropy_of_logprobs
+from .trl_compat import temporarily
 
 __all__ = ["SamplingStatsRecorder", "SampledSegment", "align_segments", "record_sampling_stats"]
 
@@ -133,25 +134,10 @@ def record_sampling_stats(model: torch.nn.Module, temperature: float) -> Iterato
 
     original_generate, original_processors = model.generate, sampler._get_logits_processor
     with (
-        _instance_attribute(model, "generate", generate),
-        _instance_attribute(sampler, "_get_logits_processor", get_logits_processor),
+        temporarily("record_generate", model, "generate", generate),
+        temporarily("record_logits_processor", sampler, "_get_logits_processor", get_logits_processor),
     ):
         yield recorder
-
-
-@contextmanager
-def _instance_attribute(obj: object, name: str, value: object) -> Iterator[None]:
-    """Set ``obj.name = value`` on the instance for the block, then restore exactly what was there."""
-    had = name in vars(obj)
-    previous = vars(obj).get(name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        if had:
-            setattr(obj, name, previous)
-        else:
-            delattr(obj, name)
 
 
 def align_segments(

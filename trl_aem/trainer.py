@@ -1,31 +1,29 @@
 """``AEMTrainer``: TRL's ``GRPOTrainer`` with AEM advantage modulation per response span.
 
-This module holds the constructor, the hooks that take the response statistic where it already exists, and the
-alpha step. Multi-turn orchestration is :mod:`trl_aem.rollout.training` (``MultiTurnMixin``), the Hub side is
-:mod:`trl_aem.hub.trainer_mixin` (``HubMixin``), and every piece that mirrors TRL code is in
-:mod:`trl_aem.trl_compat`, each with the TRL 1.16 lines it follows.
+This module orchestrates; each step of a generation batch lives in its own module. The path of one batch
+(:meth:`AEMTrainer._generate_and_score_completions`; ``docs/architecture.md`` walks it file by file):
 
-Data path of one generation batch (:meth:`AEMTrainer._generate_and_score_completions`):
-
-1. A :class:`~trl_aem.rollout.capture.RolloutCapture` is opened for the batch.
-2. Completions are generated and scored: by TRL (single-turn, TRL's ``tools`` loop, or multi-turn trajectory rows
-   through the ``rollout_func`` TRL calls), or by ``MultiTurnMixin._score_step_rows`` (step mode). While they are
-   sampled, the hooks below add to the capture: ``_generate_single_turn`` records each token's full-vocabulary
-   entropy and sampled log-prob (:mod:`trl_aem.sampling`); with vLLM, ``_get_per_token_logps_and_entropies``
-   keeps the entropies of TRL's old-log-prob pass. No extra forward pass.
-3. The capture hands back ``(B, T)`` token statistics; :meth:`AEMTrainer._modulate_advantages` splits the loss mask
-   into response spans, averages the statistic per span, gathers spans across processes (a group may straddle
-   ranks), computes ``alpha`` per group, slices this rank's spans back and returns ``(B, T)`` advantages
+1. **Rows and base advantages.** Step mode: :mod:`trl_aem.rollout.step_rows` plays the episodes
+   (:mod:`trl_aem.rollout.playing`), scores them with TRL's reward code and the configured estimator
+   (:mod:`trl_aem.advantages`) and makes one row per turn, each with the token statistics recorded while sampling.
+   Everything else (single-turn completions, TRL's ``tools`` loop, trajectory rows through ``rollout_func``,
+   :mod:`trl_aem.rollout.trajectory_rows`) is generated and scored by ``GRPOTrainer`` itself, inside one
+   :class:`~trl_aem.rollout.capture.RolloutCapture` that the hooks below fill: ``_generate_single_turn`` records each
+   token's full-vocabulary entropy and sampled log-prob while ``transformers.generate`` samples
+   (:mod:`trl_aem.sampling`); with vLLM, ``_get_per_token_logps_and_entropies`` keeps the entropies of TRL's
+   old-log-prob pass. No extra forward pass.
+2. **Alpha.** :meth:`AEMTrainer._aem_advantages` turns the rows into responses, gathers them across processes (a group
+   may straddle ranks), runs the AEM step (:mod:`trl_aem.aem`) and returns the ``(B, T)`` advantages
    ``A_base * alpha`` that TRL's unchanged ``_compute_loss`` consumes.
+
+Every override of a TRL method is listed, with the TRL lines it replaces, in :mod:`trl_aem.trl_compat`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,24 +31,17 @@ from peft import PeftModel
 from transformers import PreTrainedModel
 from trl import GRPOConfig, GRPOTrainer
 
+from .aem import Responses, aem_step, collect_responses, modulated_advantages
 from .arguments import as_aem_config, bind_trainer_arguments, trainer_signature
 from .distributed import gather_ragged
 from .hub.trainer_mixin import HubMixin
-from .modulation import (
-    ResponseSpans,
-    broadcast_to_tokens,
-    compute_aem,
-    conditioning_keys,
-    entropy_drift,
-    response_spans,
-    shuffle_within_groups,
-    span_means,
-    span_sums,
-)
-from .rollout.capture import RolloutCapture, StatsSource, capturing
-from .rollout.training import MultiTurnMixin, RowGroups, env_datasets, env_return
-from .sampling import SampledSegment, record_sampling_stats
-from .trl_compat import drop_unmeasured_metrics, has_recompute_pass, zero_std_fraction
+from .rollout.capture import StatsSource, capturing, stats_source
+from .rollout.playing import PlayingMixin, describe_env, env_return
+from .rollout.rows import RowGroups
+from .rollout.step_rows import StepRowsMixin
+from .rollout.trajectory_rows import TrajectoryRowsMixin, trajectory_inputs, trajectory_token_statistics
+from .sampling import record_sampling_stats
+from .trl_compat import drop_unmeasured_metrics, recount_zero_std
 
 logger = logging.getLogger(__name__)
 
@@ -65,21 +56,7 @@ AEM_CITATION = textwrap.dedent("""\
     }""")
 
 
-@dataclass
-class SpanBatch:
-    """Per-response quantities of one generation batch on this rank (``S`` spans)."""
-
-    spans: ResponseSpans
-    entropy: torch.Tensor  # (S,) mean token entropy Hbar
-    surprisal: torch.Tensor  # (S,) mean token surprisal Sbar
-    response_surprisal: torch.Tensor  # (S,) response-level surprisal S(a|s) = -log pi(a|s), the sum over tokens
-    state: torch.Tensor  # (S,) key of the conditioning tokens (same key = same state s)
-    group: torch.Tensor  # (S,) global task-group id
-    trajectory: torch.Tensor  # (S,) global trajectory (episode) id
-    advantage: torch.Tensor  # (S,) base advantage of the span's row
-
-
-class AEMTrainer(MultiTurnMixin, HubMixin, GRPOTrainer):
+class AEMTrainer(StepRowsMixin, TrajectoryRowsMixin, PlayingMixin, HubMixin, GRPOTrainer):
     """GRPO-family trainer whose advantages are rescaled per response by AEM (arXiv:2605.00425).
 
     A drop-in for ``trl.GRPOTrainer``: it takes every ``GRPOTrainer.__init__`` argument by the same name and
@@ -126,7 +103,7 @@ class AEMTrainer(MultiTurnMixin, HubMixin, GRPOTrainer):
         self.env_factory = env
         self.last_episodes = []  # multi-turn: the latest generation batch's episodes, for inspection
         self._system_prompt: str | None = None  # multi-turn: the environment's (set by `_setup_env`)
-        self._capture: RolloutCapture | None = None  # the generation batch being collected
+        self._capture = None  # the RolloutCapture of the TRL-generated batch being collected
         self._aem_round = 0  # seeds the shuffled-alpha ablation per batch
         self._warned_unrecorded = False
         self._batches_without_signal = 0
@@ -139,7 +116,7 @@ class AEMTrainer(MultiTurnMixin, HubMixin, GRPOTrainer):
                 raise ValueError(
                     "AEMConfig: rollout_mode='step' supports multi_objective_aggregation='sum_then_normalize' only"
                 )
-            description = env_datasets(
+            description = describe_env(
                 env, call["train_dataset"], call["eval_dataset"], needs_eval=config.eval_strategy != "no"
             )
             extra_rewards = call["reward_funcs"]
@@ -158,61 +135,38 @@ class AEMTrainer(MultiTurnMixin, HubMixin, GRPOTrainer):
             )
         call["callbacks"] = [*(call["callbacks"] or []), self._setup_hub(config)]
         super().__init__(model=model, args=config, **call)
-        self._stats_source: StatsSource = self._resolve_stats_source()
+        self._stats_source: StatsSource = stats_source(self)
         if env is not None:
             self._setup_env(env, description)
 
-    # ------------------------------------------------------------------ where the statistic comes from
-    def _resolve_stats_source(self) -> str | None:
-        """``"sampler"``: recorded while ``transformers.generate`` samples. ``"recompute"``: taken from the
-        old-log-prob pass TRL already runs (vLLM, continuous batching). ``None``: the control arm
-        (``use_aem=False``) on a configuration where the statistic could only come from an extra forward pass; it
-        then trains exactly like ``GRPOTrainer`` and logs no ``aem/*`` statistic. With AEM on, such a configuration
-        would need that extra pass, which AEM must not add, so it is refused with the settings that fix it."""
-        if not (self.use_vllm or self.use_transformers_continuous_batching):
-            return "sampler"
-        if has_recompute_pass(self):
-            return "recompute"
-        if not self.args.use_aem:
-            return None
-        args = self.args
-        accumulation = (
-            f"or make `gradient_accumulation_steps` ({args.gradient_accumulation_steps}) not a multiple of "
-            f"`steps_per_generation * num_iterations` ({args.steps_per_generation} * {self.num_iterations}), so that "
-            "TRL runs that pass"
-        )
-        if self.use_vllm:
-            fix = f"Set `vllm_importance_sampling_correction=True` (the TRL default), {accumulation}"
-            backend = "vLLM generation"
-        else:
-            fix = f"Set `use_transformers_continuous_batching=False` (AEM then records while sampling), {accumulation}"
-            backend = "transformers continuous batching"
-        raise ValueError(
-            f"AEM with {backend} reads token entropies from TRL's old-log-prob pass, which this configuration "
-            f"skips. {fix}; or train the control arm with `use_aem=False`."
-        )
-
+    # ------------------------------------------------------------------ hooks where the statistic already exists
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        """``GRPOTrainer._generate_single_turn`` (trl 1.16 L1763-1891) whose ``unwrapped_model.generate(...)`` call
-        also feeds a :class:`~trl_aem.sampling.SamplingStatsRecorder` (transformers path; vLLM and continuous
-        batching run unchanged). The segments go to the open capture."""
-        if self._stats_source != "sampler" or self._capture is None:
-            return super()._generate_single_turn(
+        """``GRPOTrainer._generate_single_turn`` whose samples' token statistics (:meth:`_sample`) go to the open
+        capture, for TRL-generated batches."""
+        completion_ids, logprobs, statistics = self._sample(
+            prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+        )
+        if statistics is not None and self._capture is not None:
+            self._capture.add_samples(prompt_ids, completion_ids, *statistics)
+        return completion_ids, logprobs
+
+    def _sample(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """``GRPOTrainer._generate_single_turn`` plus, with the sampler source, the ``(rows, T)`` token entropies and
+        sampled-token log-probs its ``generate`` call recorded (:mod:`trl_aem.sampling`; NaN where none); ``None``
+        for other back ends. Returns ``(completion_ids, logprobs, statistics)``."""
+        if self._stats_source != "sampler":
+            completion_ids, logprobs = super()._generate_single_turn(
                 prompt_ids, images, multimodal_fields, num_generations, has_tool_images
             )
+            return completion_ids, logprobs, None
         with record_sampling_stats(self.accelerator.unwrap_model(self.model_wrapped), self.temperature) as recorder:
             completion_ids, logprobs = super()._generate_single_turn(
                 prompt_ids, images, multimodal_fields, num_generations, has_tool_images
             )
-        entropies, logps = recorder.statistics(len(completion_ids), max(map(len, completion_ids), default=0))
-        if not bool(torch.isfinite(entropies).any()) and completion_ids:
+        statistics = recorder.statistics(len(completion_ids), max(map(len, completion_ids), default=0))
+        if not bool(torch.isfinite(statistics[0]).any()) and completion_ids:
             self._warn_unrecorded()
-        for row, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids, strict=True)):
-            n = len(completion)
-            self._capture.segments.append(
-                SampledSegment(list(prompt), list(completion), entropies[row, :n], logps[row, :n])
-            )
-        return completion_ids, logprobs
+        return completion_ids, logprobs, statistics
 
     def _warn_unrecorded(self) -> None:
         if not self._warned_unrecorded:
@@ -249,23 +203,92 @@ class AEMTrainer(MultiTurnMixin, HubMixin, GRPOTrainer):
 
     # ------------------------------------------------------------------ one generation batch
     def _generate_and_score_completions(self, inputs):
-        """``GRPOTrainer._generate_and_score_completions`` (trl 1.16 L2324-2937) with its ``advantages`` replaced by
-        the ``(B, T)`` AEM advantages; step mode scores its own rows (``MultiTurnMixin._score_step_rows``)."""
+        """``GRPOTrainer._generate_and_score_completions`` with its ``advantages`` replaced by the ``(B, T)`` AEM
+        advantages; step mode scores its own rows (:mod:`trl_aem.rollout.step_rows`)."""
         mode = "train" if self.model.training else "eval"
-        with capturing(self) as capture:
-            if self.env_factory is not None and self.args.rollout_mode == "step":
-                output, groups = self._score_step_rows(inputs, capture)
-            else:
-                if self.env_factory is not None:
-                    inputs = self._trajectory_inputs(inputs, capture)
-                output = super()._generate_and_score_completions(inputs)
-                groups = self._trl_row_groups(output["completion_ids"].size(0), mode)
-                self._recount_zero_std(mode, output["completion_ids"].size(0) * self.accelerator.num_processes)
-            token_stats = capture.token_statistics(output["completion_ids"]) if capture.source else None
-        output["advantages"] = self._modulate_advantages(output, groups, mode, token_stats)
+        if self._is_step_mode():
+            batch = self._score_step_rows(inputs)
+            output, groups, token_stats = batch.output, batch.groups, batch.token_stats
+        else:
+            output, groups, token_stats = self._score_with_trl(inputs, mode)
+        output["advantages"] = self._aem_advantages(output, groups, token_stats, mode)
         if mode == "train":
             self._warn_without_signal(output)
         return output
+
+    def _score_with_trl(self, inputs: list[dict], mode: str):
+        """Single-turn rows, TRL's tools loop and trajectory rows: ``GRPOTrainer`` generates and scores them; returns
+        its output, each row's group and episode, and the ``(B, T)`` token statistics (``None`` without a source)."""
+        rows = trajectory_inputs(inputs) if self.env_factory is not None else inputs
+        with capturing(self) as capture:
+            output = super()._generate_and_score_completions(rows)
+        local_rows = output["completion_ids"].size(0)
+        recount_zero_std(self, mode, local_rows * self.accelerator.num_processes)
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        # TRL's process_slice: rank r holds global rows r * local_rows ...; `num_generations` consecutive rows a group
+        ids = torch.arange(local_rows) + self.accelerator.process_index * local_rows
+        groups = RowGroups(group=ids // num_generations, episode=ids)
+        if self._stats_source is None:
+            return output, groups, None
+        if self.env_factory is not None and self._stats_source == "sampler":
+            # the episodes TRL wrote into the rows (the rollout's extra field `episode`) carry their statistics
+            width, device = output["completion_ids"].size(1), output["completion_ids"].device
+            stats = trajectory_token_statistics([row["episode"] for row in rows], width)
+            return output, groups, (stats[0].to(device), stats[1].to(device))
+        return output, groups, capture.token_statistics(output["completion_ids"])
+
+    def _aem_advantages(
+        self,
+        output: dict[str, Any],
+        groups: RowGroups,
+        token_stats: tuple[torch.Tensor, torch.Tensor] | None,
+        mode: str,
+    ) -> torch.Tensor:
+        """The advantages TRL's loss will use: ``(B, T)`` ``A_base * alpha`` per token with AEM on, the unchanged
+        base advantages otherwise. Logs the ``aem/*`` metrics in both cases."""
+        base = output["advantages"]
+        if token_stats is None:  # control arm without a statistic (see `stats_source`)
+            return base
+        loss_mask = output["completion_mask"]
+        if "tool_mask" in output:
+            loss_mask = loss_mask * output["tool_mask"]
+        responses, spans = collect_responses(
+            loss_mask,
+            base,
+            *token_stats,
+            output["prompt_ids"],
+            output["prompt_mask"],
+            output["completion_ids"],
+            groups.group,
+            groups.episode,
+        )
+        alpha = self._span_alpha(responses, mode)
+        return base if alpha is None else modulated_advantages(base, alpha, spans)
+
+    def _span_alpha(self, responses: Responses, mode: str) -> torch.Tensor | None:
+        """Gather every rank's responses, run the AEM step on the whole batch (identically on every rank), log its
+        metrics and return this rank's alpha (``None`` when ``use_aem=False``)."""
+        args = self.args
+        full, rank_counts = gather_ragged(responses.as_matrix(), self.accelerator)
+        generator = None
+        if args.use_aem and args.aem_shuffle:
+            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + self._aem_round)
+        step = aem_step(
+            Responses.from_matrix(full),
+            use_aem=args.use_aem,
+            lam=args.aem_lambda,
+            min_range=args.aem_min_range,
+            scope=args.aem_scope,
+            statistic=args.aem_statistic,
+            shuffle_generator=generator,
+        )
+        for key, value in step.metrics.items():
+            self._metrics[mode][key].append(value)
+        if step.alpha is None:
+            return None
+        self._aem_round += 1  # seeds the next batch's shuffle
+        start = int(rank_counts[: self.accelerator.process_index].sum())
+        return step.alpha[start : start + len(responses)]
 
     def _warn_without_signal(self, output: dict[str, Any]) -> None:
         """Warn when no token of the whole generation batch (all ranks) has a non-zero advantage: every group's
@@ -292,132 +315,23 @@ class AEMTrainer(MultiTurnMixin, HubMixin, GRPOTrainer):
                 100 * masked,
             )
 
-    def _recount_zero_std(self, mode: str, rows: int) -> None:
-        """Recount TRL's ``frac_reward_zero_std`` of the batch just scored (L2788, L2830) without float noise: TRL
-        compares the float32 group std with ``torch.isclose`` (tolerance 1e-8), and equal returns such as 9.9 have a
-        float32 std of about 1e-7. The batch's rewards are the last ``rows`` TRL logged (all processes)."""
-        if self.multi_objective_aggregation != "sum_then_normalize" or self.scale_rewards == "batch":
-            return
-        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        logged = [list(self._logs["rewards"][name])[-rows:] for name in self.reward_func_names]
-        metric = self._metrics[mode]["frac_reward_zero_std"]
-        if not metric or any(len(values) != rows for values in logged) or rows % num_generations:
-            return
-        per_func = torch.tensor(logged, dtype=torch.float64).T
-        metric[-1] = zero_std_fraction(per_func, self.reward_weights.double().cpu(), num_generations)
+    # ------------------------------------------------------------------ around TRL's loop
+    def train(self, *args, **kwargs):
+        """``Trainer.train``, then the final save and card (:meth:`HubMixin._finish_training`); the environments
+        are closed however it ends."""
+        try:
+            result = super().train(*args, **kwargs)
+            self._finish_training()
+            return result
+        finally:
+            self.close_environments()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """``GRPOTrainer.log`` (L3302-3382) without ``None`` values: a metric with no number in this logging window
-        (all NaN) is left out instead (:func:`~trl_aem.trl_compat.drop_unmeasured_metrics`)."""
+        """``GRPOTrainer.log`` without ``None`` values (a metric with no number in this logging window is left out:
+        :func:`~trl_aem.trl_compat.drop_unmeasured_metrics`) and with the Hub upload counters."""
         drop_unmeasured_metrics(self._metrics["train" if self.model.training else "eval"])
+        logs.update(self._hub_metrics(logs))
         super().log(logs, start_time)
-
-    def _trl_row_groups(self, local_rows: int, mode: str) -> RowGroups:
-        """Groups of rows TRL scored: rank ``r`` holds global rows ``r * local_rows ...`` (TRL's ``process_slice``,
-        equal rows per rank) and every ``num_generations`` consecutive rows form a group."""
-        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        offset = self.accelerator.process_index * local_rows
-        rows = torch.arange(offset, offset + local_rows)
-        return RowGroups(group=rows // num_generations, trajectory=rows)
-
-    # ------------------------------------------------------------------ the alpha step
-    def _modulate_advantages(
-        self,
-        output: dict[str, Any],
-        groups: RowGroups,
-        mode: str,
-        token_stats: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> torch.Tensor:
-        """Return the advantages TRL's loss will use: ``(B, T)`` ``A_base * alpha`` per token with AEM on, the
-        unchanged base advantages otherwise. Logs the ``aem/*`` metrics in both cases."""
-        base = output["advantages"]
-        if token_stats is None:  # control arm without a statistic (see `_resolve_stats_source`)
-            return base
-        loss_mask = output["completion_mask"]
-        if "tool_mask" in output:
-            loss_mask = loss_mask * output["tool_mask"]
-        spans = response_spans(loss_mask)
-        token_entropy, token_logp = token_stats
-        batch = SpanBatch(
-            spans=spans,
-            entropy=span_means(token_entropy, spans).cpu(),
-            surprisal=span_means(-token_logp, spans).cpu(),
-            response_surprisal=span_sums(-token_logp, spans).cpu(),
-            state=conditioning_keys(output["prompt_ids"], output["prompt_mask"], output["completion_ids"], spans),
-            group=groups.group.cpu()[spans.row],
-            trajectory=groups.trajectory.cpu()[spans.row],
-            advantage=base.detach().float().cpu().view(-1)[spans.row],
-        )
-        alpha = self._span_alpha(batch, mode)
-        if alpha is None:
-            return base
-        per_token_alpha = broadcast_to_tokens(alpha.to(base.device, base.dtype), spans, fill=1.0)
-        return base.view(-1, 1) * per_token_alpha
-
-    def _span_alpha(self, batch: SpanBatch, mode: str) -> torch.Tensor | None:
-        """Gather every rank's spans, compute alpha on the whole batch (identically on every rank), log the
-        metrics and return this rank's alpha (``None`` when ``use_aem=False``)."""
-        args = self.args
-        columns = [
-            batch.entropy,
-            batch.surprisal,
-            batch.response_surprisal,
-            batch.advantage,
-            batch.group,
-            batch.trajectory,
-        ]
-        # state keys are < 2**48, exact in float64
-        fields = torch.stack([c.double() for c in [*columns, batch.state]], dim=1)
-        full, rank_counts = gather_ragged(fields, self.accelerator)
-        full = full.cpu()
-        entropy, surprisal, response_surprisal, advantage = full[:, 0], full[:, 1], full[:, 2], full[:, 3]
-        group, trajectory, state = full[:, 4].long(), full[:, 5].long(), full[:, 6].long()
-        stat = entropy if args.aem_statistic == "entropy" else surprisal
-        metrics = self._metrics[mode]
-        finite = torch.isfinite(stat)
-        metrics["aem/missing_frac"].append(float((~finite).float().mean()) if stat.numel() else 0.0)
-        if bool(torch.isfinite(entropy).any()):
-            metrics["aem/response_entropy"].append(float(entropy[torch.isfinite(entropy)].mean()))
-        if state.numel():  # responses that share their state with another one: those the drift estimate uses
-            _, inverse, per_state = torch.unique(state, return_inverse=True, return_counts=True)
-            metrics["aem/drift_coverage"].append(float((per_state[inverse] > 1).float().mean()))
-        drift_base = float(entropy_drift(advantage, response_surprisal, state))
-
-        if not args.use_aem:
-            _log_finite(metrics, "aem/drift", drift_base)
-            return None
-
-        if args.aem_scope == "group":
-            scope_ids = group
-        elif args.aem_scope == "trajectory":
-            scope_ids = trajectory
-        else:
-            scope_ids = torch.zeros_like(group)
-        result = compute_aem(stat.float(), scope_ids, lam=args.aem_lambda, min_range=args.aem_min_range)
-        alpha = result.alpha
-        if args.aem_shuffle:
-            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + self._aem_round)
-            alpha = shuffle_within_groups(alpha, scope_ids, generator)
-        self._aem_round += 1
-
-        if alpha.numel():
-            valid = alpha[finite] if bool(finite.any()) else alpha
-            metrics["aem/alpha_mean"].append(float(valid.mean()))
-            metrics["aem/alpha_std"].append(float(valid.std(unbiased=False)))
-            metrics["aem/alpha_min"].append(float(valid.min()))
-            metrics["aem/alpha_max"].append(float(valid.max()))
-            metrics["aem/guarded_frac"].append(float(result.group_guarded.float().mean()))
-        _log_finite(metrics, "aem/drift", float(entropy_drift(advantage * alpha.double(), response_surprisal, state)))
-        _log_finite(metrics, "aem/drift_base", drift_base)
-
-        start = int(rank_counts[: self.accelerator.process_index].sum())
-        return alpha[start : start + batch.spans.num_spans]
 
 
 AEMTrainer.__init__.__signature__ = trainer_signature()
-
-
-def _log_finite(metrics: dict[str, list[float]], key: str, value: float) -> None:
-    """Log ``value`` unless it is NaN/inf (e.g. a drift with no two responses to the same state this batch)."""
-    if math.isfinite(value):
-        metrics[key].append(value)

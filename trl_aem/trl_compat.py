@@ -1,60 +1,121 @@
-"""Every piece of trl_aem that mirrors TRL 1.16 code, in one place, each citing the lines it follows.
+"""Everything in trl_aem that depends on TRL 1.16's internals, in one place: the table of overrides and runtime
+patches, and the pieces of TRL code re-stated because step mode cannot call them (each citing the lines it follows).
 
-``AEMTrainer`` subclasses ``trl.GRPOTrainer`` and reuses its code wherever it can; what it cannot call (because
-step mode scores a variable number of rows per episode) is re-stated here, as close to TRL's text as possible.
-Line numbers refer to ``trl/trainer/grpo_trainer.py`` of trl 1.16.0 unless another file is named.
-
-Overrides of private TRL / transformers methods (the method's own docstring or comment repeats the reference):
-
-====================================================  ==============================================================
-override                                              what it replaces (trl 1.16.0; transformers 5.24)
-====================================================  ==============================================================
-``AEMTrainer._generate_single_turn``                  wraps ``GRPOTrainer._generate_single_turn`` (L1763-1891): the
-                                                      ``unwrapped_model.generate(...)`` call also feeds the recorder
-``AEMTrainer._generate``                              wraps ``GRPOTrainer._generate`` (L2193-2322): keeps the unpadded
-                                                      id lists it returns first
-``AEMTrainer._get_per_token_logps_and_entropies``     wraps L1419-1508: the first no-grad call of a batch (the
-                                                      old-log-prob pass, L2642-2657) also returns entropies
-``AEMTrainer._generate_and_score_completions``        wraps L2324-2937: ``advantages`` become ``(B, T)`` ``A * alpha``
-``AEMTrainer._calculate_rewards``                     wraps L1579-1682: rewards in float64 (exact group statistics)
-``MultiTurnMixin._prepare_inputs`` (step mode)        L1522-1551: ``split_tensor_dict`` (equal chunks) replaced by
-                                                      :func:`split_rows` (variable row counts); images refused
-``MultiTurnMixin.training_step`` (step mode)          L1510-1519 and ``Trainer.training_step``: micro-batches of rows
-``MultiTurnMixin._compute_loss`` (step mode)          L3020-3292: the loss scaled by :func:`micro_batch_weight`
-``HubMixin.create_model_card``                        ``trl/trainer/base_trainer.py`` ``create_model_card`` (L146-)
-``HubMixin._save_checkpoint``                         transformers ``Trainer._save_checkpoint`` (``trainer.py``
-                                                      L3363-3430): its ``rotate_checkpoints(...)`` call (L3425)
-``HubMixin._push_from_checkpoint`` / ``push_to_hub``  transformers ``Trainer`` L4431-, L4345-: uploads retried
-``HubMixin.init_hf_repo``                             transformers ``Trainer.init_hf_repo`` (L4245-): Hub outages
-``AEMTrainer.log``                                    ``GRPOTrainer.log`` (L3302-3382): metrics with no value in the
-                                                      window dropped first (:func:`drop_unmeasured_metrics`)
-``HubMixin.log``                                      ``GRPOTrainer.log`` (L3302-3382): Hub counters added
-====================================================  ==============================================================
+Line numbers refer to ``trl/trainer/grpo_trainer.py`` of trl 1.16.0 unless another file is named. ``pyproject.toml``
+pins trl to this minor release because of this table. :data:`OVERRIDES` lists every method of a ``GRPOTrainer``
+ancestor that a trl_aem class defines again, and :data:`PATCHES` every attribute trl_aem swaps for a while at run
+time (always through :func:`temporarily`); ``tests/test_trl_compat.py`` compares both with the code, so an override
+or patch added without an entry here fails the tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from trl.trainer.utils import nanstd
 
 __all__ = [
+    "OVERRIDES",
+    "PATCHES",
     "TRL_VERSION",
     "drop_unmeasured_metrics",
-    "group_advantages",
     "has_recompute_pass",
     "importance_sampling_ratio",
     "log_reward_metrics",
     "micro_batch_weight",
+    "recount_zero_std",
     "reference_logps",
     "split_rows",
+    "take_rows",
+    "temporarily",
     "zero_std_fraction",
 ]
 
 TRL_VERSION = "1.16.0"  # the release these copies follow; pyproject pins trl to this minor release
 ZERO_STD = 1e-6  # a reward spread below this is float rounding, not spread
+
+# "Class.method" -> what it replaces (trl 1.16.0; transformers 5.23) and why. Every such method calls super().
+OVERRIDES: dict[str, str] = {
+    "AEMTrainer._generate_single_turn": "GRPOTrainer._generate_single_turn (L1763-1891): the "
+    "`unwrapped_model.generate(...)` call also feeds the token-statistics recorder (trl_aem.sampling); the "
+    "segments go to the batch's capture",
+    "AEMTrainer._generate": "GRPOTrainer._generate (L2193-2322): the unpadded id lists it returns go to the capture, "
+    "to align recorded segments with completion tokens (TRL's tools loop joins several per row)",
+    "AEMTrainer._get_per_token_logps_and_entropies": "GRPOTrainer._get_per_token_logps_and_entropies (L1419-1508): "
+    "the batch's old-log-prob pass (L2642-2657, compute_entropy=False there) also returns the entropies, for AEM "
+    "with vLLM / continuous batching",
+    "AEMTrainer._generate_and_score_completions": "GRPOTrainer._generate_and_score_completions (L2324-2937): "
+    "`advantages` become the (B, T) A * alpha; step mode scores its own rows (rollout/step_rows.py); trajectory "
+    "rows go through TRL's rollout_func and come back in the rows TRL merged its extra fields into (L2741-2747)",
+    "AEMTrainer.train": "Trainer.train (transformers trainer.py): then the final save and card "
+    "(save_final_model), the list of uploads that did not reach the Hub, and the environment pool closed",
+    "AEMTrainer.log": "GRPOTrainer.log (L3302-3382): metrics with no number in the window dropped first "
+    "(drop_unmeasured_metrics), Hub upload counters added",
+    "StepRowsMixin._prepare_inputs": "GRPOTrainer._prepare_inputs (L1522-1551), step mode: split_tensor_dict "
+    "(equal chunks, remainder dropped) replaced by split_rows (variable row counts); images refused",
+    "StepRowsMixin.training_step": "GRPOTrainer.training_step (L1510-1519), step mode: the step's rows in "
+    "micro-batches through Trainer.training_step, each with its loss weight in its inputs",
+    "StepRowsMixin._compute_loss": "GRPOTrainer._compute_loss (L3020-3292): the loss times the micro-batch weight "
+    "training_step put in the inputs (micro_batch_weight); unchanged without one",
+    "HubMixin.create_model_card": "_BaseTrainer.create_model_card (trl/trainer/base_trainer.py L146-), whose "
+    "generate_model_card reads templates from the trl package only: the trl_aem card, curves and aem_env.json",
+    "HubMixin._save_checkpoint": "GRPOTrainer._save_checkpoint (L3384-3388, which calls "
+    "Trainer._save_checkpoint, transformers trainer.py L3363-3430): save_total_limit rotation keeps checkpoints "
+    "whose upload failed",
+    "HubMixin._push_from_checkpoint": "Trainer._push_from_checkpoint (transformers trainer.py L4431-): uploads "
+    "through the retrying Hub client",
+    "HubMixin.push_to_hub": "Trainer.push_to_hub (transformers trainer.py L4345-): upload retried and reported "
+    "instead of raised; the newest checkpoint and, with push_merged_model, the merged model pushed too",
+    "HubMixin.init_hf_repo": "Trainer.init_hf_repo (transformers trainer.py L4245-): a Hub that is down does not "
+    "stop training; the first upload that gets through creates the repository",
+}
+
+# patch id -> what is swapped, for how long, and why. Every swap goes through `temporarily(patch_id, ...)`.
+PATCHES: dict[str, str] = {
+    "record_generate": "the model instance's `generate`, for one call inside trl_aem.sampling.record_sampling_stats: "
+    "it closes the recorder with the final sampled tokens",
+    "record_logits_processor": "`_get_logits_processor` of the sampling model instance (the base model of a PEFT "
+    "model), for one generate call: the recorder goes first in the processor list (trl_aem.sampling)",
+    "turn_tokens_transformers": "GRPOTrainer.generation_config.max_new_tokens and generation_kwargs"
+    "['max_new_tokens'] (created at L1107-1175), for one multi-turn generate call: the per-turn cap "
+    "(rollout/playing.py)",
+    "turn_tokens_vllm": "vllm_generation.max_completion_length, for one multi-turn generate call: the per-turn cap",
+    "hub_client": "transformers.trainer.hf_api (the module function Trainer's Hub calls fetch their client from), "
+    "during init_hf_repo / _push_from_checkpoint / push_to_hub: the retrying client (hub/push.py)",
+    "checkpoint_rotation": "args.save_total_limit set to None during one Trainer._save_checkpoint, whose own "
+    "rotation would delete checkpoints still waiting for their upload (hub/trainer_mixin.py)",
+}
+
+
+@contextlib.contextmanager
+def temporarily(patch_id: str, owner: Any, name: str, value: Any) -> Iterator[None]:
+    """Set ``owner.name`` (or ``owner[name]`` for a dict) to ``value`` for the block, then restore exactly what was
+    there (an attribute that was not on the instance is removed again). ``patch_id`` names the entry of
+    :data:`PATCHES` that documents the swap."""
+    if patch_id not in PATCHES:
+        raise KeyError(f"runtime patch {patch_id!r} is not in trl_aem.trl_compat.PATCHES")
+    if isinstance(owner, dict):
+        had, previous = name in owner, owner.get(name)
+        owner[name] = value
+    else:
+        had, previous = name in vars(owner), vars(owner).get(name)
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        if isinstance(owner, dict):
+            if had:
+                owner[name] = previous
+            else:
+                owner.pop(name, None)
+        elif had:
+            setattr(owner, name, previous)
+        else:
+            delattr(owner, name)
 
 
 def has_recompute_pass(trainer: Any) -> bool:
@@ -64,28 +125,6 @@ def has_recompute_pass(trainer: Any) -> bool:
     return trainer.args.gradient_accumulation_steps % generate_every != 0 or (
         trainer.use_vllm and trainer.vllm_importance_sampling_correction
     )
-
-
-def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str) -> tuple[torch.Tensor, ...]:
-    """TRL's ``sum_then_normalize`` GRPO advantage (L2761-2788, L2810) on episode returns ``R`` (NaN = unscorable:
-    excluded from the baseline, advantage 0): ``A = (R - mean_group R) / (std + 1e-4)`` with ``std`` per group,
-    over the batch, or none. Returns ``(advantages, std, mean)`` per episode."""
-    grouped = rewards.view(-1, num_generations)
-    mean = torch.nanmean(grouped, dim=1).repeat_interleave(num_generations)
-    if scale_rewards in ("group", "none"):
-        std = (
-            nanstd(grouped, dim=1).repeat_interleave(num_generations)
-            if num_generations > 1
-            else torch.zeros_like(rewards)
-        )
-    elif scale_rewards == "batch":
-        std = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
-    else:
-        raise ValueError(f"Invalid value for scale_rewards: {scale_rewards}. Must be 'batch', 'group' or 'none'.")
-    advantages = rewards - mean
-    if scale_rewards != "none":
-        advantages = advantages / (std + 1e-4)
-    return torch.nan_to_num(advantages, nan=0.0), std, mean
 
 
 def log_reward_metrics(
@@ -114,6 +153,21 @@ def zero_std_fraction(rewards_per_func: torch.Tensor, weights: torch.Tensor, num
     rewards[unscorable] = torch.nan
     std = nanstd(rewards.view(-1, num_generations), dim=1) if num_generations > 1 else torch.zeros(1)
     return float((torch.nan_to_num(std, nan=0.0).abs() < ZERO_STD).float().mean())
+
+
+def recount_zero_std(trainer: Any, mode: str, rows: int) -> None:
+    """Recount TRL's ``frac_reward_zero_std`` of the batch just scored (L2788, L2830) without float noise: TRL
+    compares the float32 group std with ``torch.isclose`` (tolerance 1e-8), and equal returns such as 9.9 have a
+    float32 std of about 1e-7. The batch's rewards are the last ``rows`` TRL logged (all processes)."""
+    if trainer.multi_objective_aggregation != "sum_then_normalize" or trainer.scale_rewards == "batch":
+        return
+    num_generations = trainer.num_generations if mode == "train" else trainer.num_generations_eval
+    logged = [list(trainer._logs["rewards"][name])[-rows:] for name in trainer.reward_func_names]
+    metric = trainer._metrics[mode]["frac_reward_zero_std"]
+    if not metric or any(len(values) != rows for values in logged) or rows % num_generations:
+        return
+    per_func = torch.tensor(logged, dtype=torch.float64).T
+    metric[-1] = zero_std_fraction(per_func, trainer.reward_weights.double().cpu(), num_generations)
 
 
 def drop_unmeasured_metrics(metrics: dict[str, list[float]]) -> list[str]:

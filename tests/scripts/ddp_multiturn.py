@@ -26,20 +26,10 @@ class RecordingTrainer(AEMTrainer):
         self.records.append({"entropy": batch.entropy, "group": batch.group, "alpha": alpha})
         return alpha
 
-    def _gigpo_turn_advantages(self, turns, mode):
-        out = super()._gigpo_turn_advantages(turns, mode)
-        positions = list(_positions(turns))
-        self.gigpo.append(
-            {"turns": [(e, i, a) for (e, _, a), i in zip(turns, positions, strict=True)], "out": [a for *_, a in out]}
-        )
+    def _turn_advantages(self, rows, mode):
+        out = super()._turn_advantages(rows, mode)
+        self.gigpo.append({"turns": [(r.episode, r.position, r.episode_advantage) for r in rows], "out": list(out)})
         return out
-
-
-def _positions(turns):
-    seen = {}
-    for episode, _, _ in turns:
-        seen[id(episode)] = seen.get(id(episode), -1) + 1
-        yield seen[id(episode)]
 
 
 tokenizer = build_tokenizer()

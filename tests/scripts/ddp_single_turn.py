@@ -67,12 +67,11 @@ for record in trainer.records:
         {
             "entropy": local.entropy,
             "group": local.group,
-            "trajectory": local.trajectory,
+            "episode": local.episode,
             "alpha": record["alpha"],
             "base": record["base"],
             "advantages": record["advantages"],
             "completion_mask": record["completion_mask"],
-            "span_row": local.spans.row,
         }
     )
 torch.save(

@@ -56,7 +56,7 @@ def test_group_straddling_two_ranks_gets_the_single_process_alpha(tmp_path, scop
     for r0, r1 in zip(rank0["records"], rank1["records"], strict=True):
         # the one group of 8 completions lives half on each rank
         assert r0["group"].unique().tolist() == r1["group"].unique().tolist() == [0]
-        assert r0["trajectory"].tolist() == [0, 1, 2, 3] and r1["trajectory"].tolist() == [4, 5, 6, 7]
+        assert r0["episode"].tolist() == [0, 1, 2, 3] and r1["episode"].tolist() == [4, 5, 6, 7]
         # what one process would compute over the whole group
         stat = torch.cat([r0["entropy"], r1["entropy"]])
         groups = torch.cat([r0["group"], r1["group"]]) if scope == "group" else torch.zeros(8, dtype=torch.long)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from trl_aem import AEMConfig, AEMTrainer
+from trl_aem.advantages import TurnRow
 from trl_aem.envs import StepResult
 from trl_aem.envs.keyword import KeywordEnv
 from trl_aem.gigpo import anchor_key, default_state_key, discounted_returns, step_advantages
@@ -69,13 +70,13 @@ def test_trainer_turn_advantages_by_hand(make_model, tokenizer, config_params):
     )  # fmt: skip
     # e2 never reaches X: start -> Z (0): return 0
     e2 = Episode({}, group=0, index=2, first_observation=start, turns=[_turn("z", "Z")])
-    turns = [(e, t, adv) for e, adv in ((e0, 1.0), (e1, 0.5), (e2, -1.5)) for t in e.turns]
-    out = trainer._gigpo_turn_advantages(turns, "train")
+    rows = [TurnRow(e, t, adv) for e, adv in ((e0, 1.0), (e1, 0.5), (e2, -1.5)) for t in range(len(e.turns))]
+    out = trainer._turn_advantages(rows, "train")
     # anchor "start": returns e0 0.5, e1 0, e2 0 -> mean 1/6; anchor "X": e0 1.0, e1 0.5 -> mean 0.75;
     # anchor "Y": e1 alone -> 0
     step = [0.5 - 1 / 6, 1.0 - 0.75, 0.0 - 1 / 6, 0.5 - 0.75, 0.0, 0.0 - 1 / 6]
     episode_adv = [1.0, 1.0, 0.5, 0.5, 0.5, -1.5]
-    assert [a for _, _, a in out] == pytest.approx([e + 2.0 * s for e, s in zip(episode_adv, step, strict=True)])
+    assert out == pytest.approx([e + 2.0 * s for e, s in zip(episode_adv, step, strict=True)])
     metrics = trainer._metrics["train"]
     assert metrics["gigpo/shared_frac"][-1] == pytest.approx(5 / 6)
     assert metrics["gigpo/anchor_group_size"][-1] == pytest.approx(6 / 3)  # groups: start (3), X (2), Y (1)

@@ -226,12 +226,10 @@ def trainer_hub_api(api: HfApi) -> Iterator[None]:
     thread calls them, and the uploads they submit keep the client they were given."""
     import transformers.trainer as trainer_module
 
-    original = trainer_module.hf_api
-    trainer_module.hf_api = lambda: api
-    try:
+    from ..trl_compat import temporarily
+
+    with temporarily("hub_client", trainer_module, "hf_api", lambda: api):
         yield
-    finally:
-        trainer_module.hf_api = original
 
 
 def download_checkpoint(

@@ -3,7 +3,7 @@
 The trainer's Hub concerns, apart from training: the standard trl_aem model card written at every save, uploads
 retried by :class:`~trl_aem.hub.push.ResilientHubApi` (an outage never stops training nor loses a checkpoint),
 ``save_total_limit`` rotation that keeps checkpoints still waiting for their upload, the merged PEFT model, and the
-upload counters in the logs. Each method names the ``transformers.Trainer`` / TRL method it overrides.
+upload counters in the logs. The methods it overrides are in the table of :mod:`trl_aem.trl_compat`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import shutil
 import warnings
 
+from ..trl_compat import temporarily
 from .card import CardInputs, WallClock, write_model_card
 from .push import ResilientHubApi, trainer_hub_api
 from .results import carry_over_cli_evaluations
@@ -37,17 +38,16 @@ class HubMixin:
         self._latest_checkpoint: str | None = None  # the newest checkpoint folder a push was asked for
         return self._wall_clock
 
-    def train(self, *args, **kwargs):
-        """``Trainer.train``, then (``save_final_model=True``, the default) the final model, tokenizer, card, curves
-        and ``aem_env.json`` in ``output_dir``: what the card promises is there, whatever ``save_strategy`` was."""
-        result = super().train(*args, **kwargs)
+    def _finish_training(self) -> None:
+        """What ``AEMTrainer.train`` does after ``Trainer.train``: with ``save_final_model=True`` (the default) the
+        final model, tokenizer, card, curves and ``aem_env.json`` in ``output_dir`` (what the card promises is there,
+        whatever ``save_strategy`` was), then the list of uploads that did not reach the Hub."""
         if self.args.save_final_model:
             # _internal_call: Trainer.save_model would push to the Hub here; uploads follow hub_strategy instead
             self.save_model(self.args.output_dir, _internal_call=True)
             self.create_model_card()
         if self.args.push_to_hub:
             self.report_missing_uploads()
-        return result
 
     def report_missing_uploads(self) -> list[str]:
         """Warn (once per call) which folders did not reach the Hub and where they are on disk; returns them."""
@@ -107,8 +107,8 @@ class HubMixin:
             return None
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
-        # Trainer.init_hf_repo (transformers 5.24 L4245-) `hf_api().create_repo(...)` raises when the Hub is unreachable; training starts
-        # anyway and the first upload that gets through creates the repository (ResilientHubApi).
+        # Trainer.init_hf_repo's `hf_api().create_repo(...)` raises when the Hub is unreachable; training starts anyway
+        # and the first upload that gets through creates the repository (ResilientHubApi).
         try:
             with trainer_hub_api(self._hub_api):
                 super().init_hf_repo(token=token, private=private)
@@ -123,19 +123,16 @@ class HubMixin:
             self.push_in_progress = None
 
     def _save_checkpoint(self, model, trial) -> None:
-        """``Trainer._save_checkpoint`` (transformers 5.24 ``trainer.py`` L3363-3430) whose ``save_total_limit`` rotation keeps checkpoints still waiting to reach
-        the Hub. Trainer rotates right after the push starts (``rotate_checkpoints(...)`` at the end of
+        """``GRPOTrainer._save_checkpoint`` (then ``Trainer._save_checkpoint``) whose ``save_total_limit`` rotation
+        keeps checkpoints still waiting to reach the Hub. Trainer rotates right after the push starts (``rotate_checkpoints(...)`` at the end of
         ``Trainer._save_checkpoint``); a folder whose upload failed is queued for a replay with the next push, and
         deleting it would lose it from both places. Rotation here runs without those folders, which are rotated
         once their upload went through."""
         limit = self.args.save_total_limit
         if not (self.args.push_to_hub and limit and limit > 0):
             return super()._save_checkpoint(model, trial)
-        self.args.save_total_limit = None  # Trainer's rotation off for this save; ours below
-        try:
+        with temporarily("checkpoint_rotation", self.args, "save_total_limit", None):  # ours below
             super()._save_checkpoint(model, trial)
-        finally:
-            self.args.save_total_limit = limit
         if self.args.should_save:
             self._rotate_checkpoints_keeping_pending(limit)
 
@@ -158,7 +155,7 @@ class HubMixin:
                 remaining -= 1
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        # Trainer._push_from_checkpoint (transformers 5.24 L4431-) unchanged (hub_strategy, files copied from the checkpoint, asynchronous
+        # Trainer._push_from_checkpoint unchanged (hub_strategy, files copied from the checkpoint, asynchronous
         # `upload_folder(..., run_as_future=True)`), its uploads retried and reported instead of lost or raised.
         self._latest_checkpoint = checkpoint_folder  # even when Trainer skips it (previous push still running)
         with trainer_hub_api(self._hub_api):
@@ -173,8 +170,8 @@ class HubMixin:
         private: bool | None = None,
         **kwargs,
     ):
-        """``Trainer.push_to_hub`` (transformers 5.24 L4345-; save, card, upload of ``output_dir``) whose upload is retried with backoff and,
-        if the Hub stays unreachable, reported with a warning (``None`` is returned) instead of raised: the local
+        """``Trainer.push_to_hub`` (save, card, upload of ``output_dir``) whose upload is retried with backoff and, if
+        the Hub stays unreachable, reported with a warning (``None`` is returned) instead of raised: the local
         ``output_dir`` is complete either way. With ``push_merged_model=True`` and a PEFT model, the merged model
         is pushed to ``<hub_model_id>-merged`` as well."""
         with trainer_hub_api(self._hub_api):
@@ -248,8 +245,9 @@ class HubMixin:
             run_as_future=not blocking,
         )
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # GRPOTrainer.log (trl 1.16 L3302-3382) with the cumulative Hub upload counters (`hub/pushes`, `hub/push_retries`, `hub/push_failures`) in training logs.
+    def _hub_metrics(self, logs: dict[str, float]) -> dict[str, float]:
+        """The cumulative Hub upload counters (``hub/pushes``, ``hub/push_retries``, ``hub/push_failures``) for a
+        training log entry (``AEMTrainer.log``); none without ``push_to_hub`` or outside training logs."""
         if self.args.push_to_hub and "loss" in logs:
-            logs.update(self._hub_api.stats.metrics())
-        super().log(logs, start_time)
+            return self._hub_api.stats.metrics()
+        return {}

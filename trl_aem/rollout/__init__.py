@@ -1,10 +1,11 @@
-"""Multi-turn rollouts: the batched episode engine, its settings, prompts, and training rows for TRL's loss.
+"""Multi-turn rollouts: the batched episode engine, its settings, prompts, and the training rows of each mode.
 
 - :mod:`.engine`: :class:`RolloutEngine`, all episodes of a batch together, one ``generate`` call per turn;
 - :mod:`.settings`: :class:`RolloutSettings`, the rollout defaults and what checkpoints record;
 - :mod:`.episode` / :mod:`.prompts`: turns, episodes and their chat-template prompts (trajectory and step mode);
-- :mod:`.capture`: what one generation batch leaves for AEM;
-- :mod:`.training`: the trainer's multi-turn side, from tasks to rows (``tasks_dataset``);
+- :mod:`.playing`: the trainer's environment side: tasks, the pool, playing a batch's episodes (``tasks_dataset``);
+- :mod:`.step_rows` / :mod:`.trajectory_rows`: one row per turn / per episode, from episodes to TRL's loss;
+- :mod:`.capture`: the token statistics of a batch that TRL's own code generates;
 - :mod:`.demos`: expert demonstrations for SFT cold starts (``collect_demonstrations``).
 """
 
@@ -28,7 +29,7 @@ __all__ = [
 def __getattr__(name: str):
     # the training side imports TRL and datasets: only when asked for
     if name == "tasks_dataset":
-        from .training import tasks_dataset
+        from .playing import tasks_dataset
 
         return tasks_dataset
     if name == "collect_demonstrations":

@@ -1,8 +1,12 @@
-"""``RolloutCapture``: what one generation batch leaves behind for AEM, collected in one object.
+"""``RolloutCapture``: the token statistics of a generation batch that TRL's own code generates.
 
-``AEMTrainer._generate_and_score_completions`` creates a capture for each generation batch, TRL's code runs (and
-calls the trainer's overrides, which add to the capture what they see), and the capture then hands back the
-``(B, T)`` token statistics of the batch's completions. Nothing of a batch outlives it.
+When TRL's ``_generate_and_score_completions`` drives the generation (single-turn completions, TRL's ``tools`` loop,
+and trajectory rows through ``rollout_func``), AEM's statistic has to be picked up where TRL calls the trainer's
+hooks: ``AEMTrainer._generate_single_turn`` adds the segments it sampled, ``AEMTrainer._generate`` the batch's
+unpadded ids, and ``AEMTrainer._get_per_token_logps_and_entropies`` the entropies of TRL's old-log-prob pass (vLLM).
+``AEMTrainer._generate_and_score_completions`` opens one capture per such batch (:func:`capturing`, never nested),
+and reads the ``(B, T)`` statistics back with :meth:`RolloutCapture.token_statistics`. Step-mode rows and the
+episodes of trajectory rows carry their statistic on their turns instead and need no capture.
 """
 
 from __future__ import annotations
@@ -15,76 +19,104 @@ from typing import Any
 import torch
 
 from ..sampling import SampledSegment, align_segments
-from .episode import Episode
+from ..trl_compat import has_recompute_pass
 
-__all__ = ["RolloutCapture", "StatsSource", "capturing"]
+__all__ = ["RolloutCapture", "StatsSource", "capturing", "stats_source"]
 
 # "sampler": recorded while transformers' generate samples; "recompute": from TRL's old-log-prob pass (vLLM,
 # continuous batching); None: no statistic (the control arm on a configuration that would need an extra forward)
 StatsSource = str | None
 
 
+def stats_source(trainer: Any) -> StatsSource:
+    """Where a trainer's AEM statistic comes from. ``"sampler"``: recorded while ``transformers.generate`` samples.
+    ``"recompute"``: taken from the old-log-prob pass TRL already runs (vLLM, continuous batching). ``None``: the
+    control arm (``use_aem=False``) on a configuration where the statistic could only come from an extra forward
+    pass; it then trains exactly like ``GRPOTrainer`` and logs no ``aem/*`` statistic. With AEM on, such a
+    configuration would need that extra pass, which AEM must not add, so it is refused with the settings that fix
+    it."""
+    if not (trainer.use_vllm or trainer.use_transformers_continuous_batching):
+        return "sampler"
+    if has_recompute_pass(trainer):
+        return "recompute"
+    args = trainer.args
+    if not args.use_aem:
+        return None
+    accumulation = (
+        f"or make `gradient_accumulation_steps` ({args.gradient_accumulation_steps}) not a multiple of "
+        f"`steps_per_generation * num_iterations` ({args.steps_per_generation} * {trainer.num_iterations}), so that "
+        "TRL runs that pass"
+    )
+    if trainer.use_vllm:
+        fix = f"Set `vllm_importance_sampling_correction=True` (the TRL default), {accumulation}"
+        backend = "vLLM generation"
+    else:
+        fix = f"Set `use_transformers_continuous_batching=False` (AEM then records while sampling), {accumulation}"
+        backend = "transformers continuous batching"
+    raise ValueError(
+        f"AEM with {backend} reads token entropies from TRL's old-log-prob pass, which this configuration "
+        f"skips. {fix}; or train the control arm with `use_aem=False`."
+    )
+
+
 @dataclass
 class RolloutCapture:
-    """Per-batch record of where the completions came from and their token statistics.
+    """Per-batch record of the token statistics TRL's generation left at the trainer's hooks.
 
     Attributes:
         source: where the statistic comes from (see :data:`StatsSource`).
-        tasks: multi-turn trajectory mode: the batch's tasks, for the trainer's ``rollout_func``.
-        segments: transformers path: one :class:`~trl_aem.sampling.SampledSegment` per generated continuation.
+        segments: sampler source: one :class:`~trl_aem.sampling.SampledSegment` per generated continuation.
         rollout_ids: ``(prompt_ids, completion_ids, tool_mask)`` lists of the batch, as ``GRPOTrainer._generate``
             returns them (to align ``segments`` with completion tokens).
         recomputed: ``(logps, entropies)`` of TRL's old-log-prob pass (recompute source).
-        episodes: multi-turn: the batch's finished episodes.
-        row_statistics: multi-turn trajectory rows: per row, ``(entropies, logps)`` over its completion tokens, taken
-            from the episodes' turns (NaN on observation tokens).
     """
 
     source: StatsSource
-    tasks: list[dict] | None = None
     segments: list[SampledSegment] = field(default_factory=list)
     rollout_ids: tuple[list, list, list | None] | None = None
     recomputed: tuple[torch.Tensor, torch.Tensor] | None = None
-    episodes: list[Episode] | None = None
-    row_statistics: list[tuple[list[float], list[float]]] | None = None
 
     @property
     def wants_recompute(self) -> bool:
         """Whether the old-log-prob pass should also return entropies (only its first call of the batch)."""
         return self.source == "recompute" and self.recomputed is None
 
+    def add_samples(
+        self,
+        prompt_ids: list[list[int]],
+        completion_ids: list[list[int]],
+        entropies: torch.Tensor,
+        logps: torch.Tensor,
+    ) -> None:
+        """Keep one generate call's ``(rows, T)`` statistics, one segment per prompt and its completion."""
+        for row, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids, strict=True)):
+            n = len(completion)
+            self.segments.append(SampledSegment(list(prompt), list(completion), entropies[row, :n], logps[row, :n]))
+
     def token_statistics(self, completion_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, T)`` token entropies and sampled-token log-probs aligned with ``completion_ids`` (NaN where none
         was recorded), on its device."""
-        shape, device = tuple(completion_ids.shape), completion_ids.device
         if self.source == "recompute":
             if self.recomputed is None:
                 raise RuntimeError("AEM: TRL's old-log-prob pass did not run, so no token entropies are available.")
             logps, entropies = self.recomputed
             return entropies.float(), logps.float()
-        if self.row_statistics is not None:
-            entropy, logp = torch.full(shape, float("nan")), torch.full(shape, float("nan"))
-            for row, (entropies, logps) in enumerate(self.row_statistics):
-                entropy[row, : len(entropies)] = torch.as_tensor(entropies, dtype=torch.float32)
-                logp[row, : len(logps)] = torch.as_tensor(logps, dtype=torch.float32)
-            return entropy.to(device), logp.to(device)
         if self.rollout_ids is None or not self.segments:
             raise RuntimeError(
                 "AEM: no sampling statistics were recorded for this batch. A custom `rollout_func` that does not "
                 "generate through the trainer gives AEM nothing to measure; generate with vLLM (the recompute "
                 "pass provides entropies) or through `trainer._generate_single_turn`."
             )
-        entropy, logp = align_segments(self.segments, *self.rollout_ids, shape)
-        return entropy.to(device), logp.to(device)
+        entropy, logp = align_segments(self.segments, *self.rollout_ids, tuple(completion_ids.shape))
+        return entropy.to(completion_ids.device), logp.to(completion_ids.device)
 
 
 @contextmanager
 def capturing(trainer: Any) -> Iterator[RolloutCapture]:
-    """Make a new :class:`RolloutCapture` the trainer's current one (``trainer._capture``) for the block, where the
-    trainer's overrides find it; inside an open capture (episodes played during a batch) the open one is reused."""
+    """Make a new :class:`RolloutCapture` the trainer's current one (``trainer._capture``, where its hooks find it)
+    for the block. Captures do not nest: one generation batch, one capture."""
     if trainer._capture is not None:
-        yield trainer._capture
-        return
+        raise RuntimeError("a RolloutCapture is already open: one generation batch at a time")
     capture = trainer._capture = RolloutCapture(trainer._stats_source)
     try:
         yield capture

@@ -11,7 +11,7 @@ __all__ = ["Turn", "Episode", "FAULTS"]
 
 # How an episode ends (`Episode.ending`): "done" (the env said so), "max_turns" (turn budget spent), "truncated"
 # (trajectory mode: the conversation outgrew the context), or a fault, "error" / "timeout" (see
-# trl_aem.rollout.training for how each is scored).
+# trl_aem.rollout.playing and .trajectory_rows for how each is scored).
 FAULTS = ("error", "timeout")
 
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 from .episode import Episode
 
-__all__ = ["episode_metrics", "pad_rows"]
+__all__ = ["RowGroups", "episode_metrics", "pad_rows", "pad_statistics"]
+
+
+@dataclass
+class RowGroups:
+    """Per training row: the GRPO group (task) and the episode it belongs to, as global ids (-1: a filler row)."""
+
+    group: torch.Tensor
+    episode: torch.Tensor
 
 
 def pad_rows(rows: list[list], value, side: str, dtype=torch.long) -> torch.Tensor:
@@ -20,6 +31,15 @@ def pad_rows(rows: list[list], value, side: str, dtype=torch.long) -> torch.Tens
             out[i, width - len(row) :] = t
         else:
             out[i, : len(row)] = t
+    return out
+
+
+def pad_statistics(rows: list[torch.Tensor], width: int) -> torch.Tensor:
+    """``(len(rows), width)`` float32 token statistics, each row's values from its first column, NaN elsewhere
+    (NaN = no statistic: padding, observation tokens, or a back end that records none)."""
+    out = torch.full((len(rows), width), math.nan, dtype=torch.float32)
+    for i, row in enumerate(rows):
+        out[i, : row.numel()] = row
     return out
 
 

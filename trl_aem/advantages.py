@@ -1,0 +1,112 @@
+"""Base advantage estimators of step-mode rows: the one place where a new estimator plugs in.
+
+Step mode trains one row per turn. Every estimator receives the batch's turn rows (this process's share, episode by
+episode in order, each with its episode's GRPO group advantage ``A_E``), its settings and a ``gather`` for the turns
+of other processes (an anchor group, like a GRPO group, can straddle processes), and returns one advantage per row
+plus the metrics it wants logged. AEM's alpha multiplies whatever it returns (the task's group, as in the paper).
+
+* ``"grpo"``: every turn carries its episode's advantage (:func:`grpo_turn_advantages`);
+* ``"gigpo"``: GiGPO's ``A_E + omega * A_S`` (:func:`trl_aem.gigpo.turn_advantages`).
+
+A new estimator is one function with :data:`TurnEstimator`'s signature, added to :data:`ESTIMATORS` (and to
+``AEMConfig``'s ``advantage_estimator`` choices, which are this dict's keys).
+
+The episode-level ``A_E`` itself is TRL's group advantage (:func:`group_advantages`), also used for trajectory and
+single-turn rows, where TRL computes it in ``_generate_and_score_completions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+import torch
+from trl.trainer.utils import nanstd
+
+from .rollout.episode import Episode, Turn
+
+__all__ = [
+    "ESTIMATORS",
+    "EstimatorSettings",
+    "Gather",
+    "TurnEstimate",
+    "TurnRow",
+    "group_advantages",
+    "grpo_turn_advantages",
+]
+
+# local (n, k) tensor -> (all processes' rows in process order, index of this process's first row)
+Gather = Callable[[torch.Tensor], tuple[torch.Tensor, int]]
+
+
+def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str) -> tuple[torch.Tensor, ...]:
+    """TRL's ``sum_then_normalize`` GRPO advantage (trl 1.16 ``grpo_trainer.py`` L2761-2788, L2810) on episode
+    returns ``R`` (NaN = unscorable: excluded from the baseline, advantage 0):
+    ``A = (R - mean_group R) / (std + 1e-4)`` with ``std`` per group, over the batch, or none. Returns
+    ``(advantages, std, mean)`` per episode."""
+    grouped = rewards.view(-1, num_generations)
+    mean = torch.nanmean(grouped, dim=1).repeat_interleave(num_generations)
+    if scale_rewards in ("group", "none"):
+        std = (
+            nanstd(grouped, dim=1).repeat_interleave(num_generations)
+            if num_generations > 1
+            else torch.zeros_like(rewards)
+        )
+    elif scale_rewards == "batch":
+        std = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+    else:
+        raise ValueError(f"Invalid value for scale_rewards: {scale_rewards}. Must be 'batch', 'group' or 'none'.")
+    advantages = rewards - mean
+    if scale_rewards != "none":
+        advantages = advantages / (std + 1e-4)
+    return torch.nan_to_num(advantages, nan=0.0), std, mean
+
+
+@dataclass(frozen=True)
+class TurnRow:
+    """Turn ``position`` of ``episode`` as a training row, with its episode's group advantage ``A_E``."""
+
+    episode: Episode
+    position: int
+    episode_advantage: float
+
+    @property
+    def turn(self) -> Turn:
+        return self.episode.turns[self.position]
+
+
+@dataclass
+class TurnEstimate:
+    """An estimator's output: one advantage per row, and metrics to log (name -> value)."""
+
+    advantages: list[float]
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class EstimatorSettings:
+    """What the estimators read: the config's fields of the same names, and the environment's anchor-state key."""
+
+    scale_rewards: str
+    invalid_action_penalty: float
+    gigpo_gamma: float
+    gigpo_omega: float
+    state_key: Callable[[str], Hashable]
+
+
+TurnEstimator = Callable[[list[TurnRow], EstimatorSettings, Gather], TurnEstimate]
+
+
+def grpo_turn_advantages(rows: list[TurnRow], settings: EstimatorSettings, gather: Gather) -> TurnEstimate:
+    """GRPO in step mode: each turn's advantage is its episode's ``A_E`` (under plain GRPO only alpha makes the
+    turns of one episode differ)."""
+    return TurnEstimate([row.episode_advantage for row in rows], {})
+
+
+def _gigpo(rows: list[TurnRow], settings: EstimatorSettings, gather: Gather) -> TurnEstimate:
+    from .gigpo import turn_advantages  # gigpo.py imports this module's types
+
+    return turn_advantages(rows, settings, gather)
+
+
+ESTIMATORS: dict[str, TurnEstimator] = {"grpo": grpo_turn_advantages, "gigpo": _gigpo}
