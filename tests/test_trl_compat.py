@@ -40,7 +40,10 @@ def patch_ids_in_source() -> dict[str, list[str]]:
     calls: dict[str, list[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "temporarily":
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", None)) == "temporarily"
+            ):
                 first = node.args[0] if node.args else None
                 assert isinstance(first, ast.Constant), f"{path}: temporarily() needs a literal patch id"
                 calls.setdefault(first.value, []).append(str(path.relative_to(PACKAGE)))
