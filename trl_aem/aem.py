@@ -1,7 +1,7 @@
-"""The AEM step of one generation batch, callable without a trainer: responses -> alpha -> metrics.
+"""The AEM step of one generation batch, callable without a trainer: rows -> responses -> alpha -> advantages.
 
-:mod:`trl_aem.modulation` holds the formulas; this module applies them to a batch in three pure functions, in the
-order the trainer calls them (``AEMTrainer._aem_advantages``):
+:mod:`trl_aem.modulation` holds the formulas; this module applies them to a batch. :func:`modulate_batch` (what
+``AEMTrainer._aem_advantages`` calls) runs the three steps in order, each also usable alone:
 
 1. :func:`collect_responses`: the ``(B, T)`` rows TRL's loss will see (loss mask, base advantages, token
    statistics) become one entry per response span ``(i, t)``: ``Hbar``, ``Sbar``, ``S(a|s)``, ``A_base``, the task
@@ -16,7 +16,9 @@ order the trainer calls them (``AEMTrainer._aem_advantages``):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 
@@ -32,7 +34,16 @@ from .modulation import (
     span_sums,
 )
 
-__all__ = ["AEMStep", "Responses", "aem_step", "collect_responses", "modulated_advantages", "scope_ids"]
+__all__ = [
+    "AEMStep",
+    "ModulatedBatch",
+    "Responses",
+    "aem_step",
+    "collect_responses",
+    "modulate_batch",
+    "modulated_advantages",
+    "scope_ids",
+]
 
 
 @dataclass
@@ -85,7 +96,7 @@ def collect_responses(
     row_episode: torch.Tensor,
 ) -> tuple[Responses, ResponseSpans]:
     """The responses of ``B`` rows: every run of ones of ``loss_mask`` (``completion_mask * tool_mask``) is one
-    response span (AEM.md step 1), averaged over its tokens. ``advantages`` is the per-row base advantage ``(B,)``;
+    response span (docs/method.md, step 1), averaged over its tokens. ``advantages`` is the per-row base advantage ``(B,)``;
     ``row_group`` / ``row_episode`` give each row's task group and episode."""
     spans = response_spans(loss_mask)
     responses = Responses(
@@ -129,7 +140,7 @@ def aem_step(
     statistic: str = "entropy",
     shuffle_generator: torch.Generator | None = None,
 ) -> AEMStep:
-    """AEM.md step 2 on the responses of a whole generation batch, with the ``aem/*`` metrics.
+    """Step 2 of the recipe (docs/method.md) on the responses of a whole generation batch, with the ``aem/*`` metrics.
 
     ``alpha = w / mean(w)``, ``w = exp(-lam * Htil)`` within each scope group (noise guard ``min_range``), over the
     ``statistic`` (``Hbar`` or ``Sbar``); with ``shuffle_generator`` alpha is permuted within its groups (the paper's
@@ -171,10 +182,68 @@ def aem_step(
 
 
 def modulated_advantages(base: torch.Tensor, alpha: torch.Tensor, spans: ResponseSpans) -> torch.Tensor:
-    """``(B, T)`` advantages ``A_base * alpha`` (AEM.md step 3): each span's alpha on every one of its tokens, 1
+    """``(B, T)`` advantages ``A_base * alpha`` (docs/method.md, step 3): each span's alpha on every one of its tokens, 1
     outside spans (tokens the loss masks anyway). ``base`` is ``(B,)``, ``alpha`` one value per span of ``spans``."""
     per_token = broadcast_to_tokens(alpha.to(base.device, base.dtype), spans, fill=1.0)
     return base.view(-1, 1) * per_token
+
+
+@dataclass
+class ModulatedBatch:
+    """Result of :func:`modulate_batch`: the advantages for TRL's loss, the metrics to log, and (for inspection)
+    this process's responses and their alpha (``None`` for the control arm)."""
+
+    advantages: torch.Tensor
+    metrics: dict[str, float]
+    responses: Responses
+    alpha: torch.Tensor | None
+
+
+def modulate_batch(
+    rows: Mapping[str, torch.Tensor],
+    row_group: torch.Tensor,
+    row_episode: torch.Tensor,
+    token_stats: tuple[torch.Tensor, torch.Tensor],
+    config: Any,
+    *,
+    gather: Callable[[torch.Tensor], tuple[torch.Tensor, int]] | None = None,
+    shuffle_generator: torch.Generator | None = None,
+) -> ModulatedBatch:
+    """AEM on one generation batch in TRL's layout (``rows``: ``prompt_ids``, ``prompt_mask``, ``completion_ids``,
+    ``completion_mask``, optional ``tool_mask``, and the ``(B,)`` base ``advantages``), with ``(B, T)`` token
+    statistics ``(entropy, logp)`` and each row's task group and episode.
+
+    The responses of this process are collected (:func:`collect_responses`), ``gather`` (``local -> (all processes'
+    rows in process order, index of this process's first row)``; default: this process alone) joins every process's,
+    :func:`aem_step` computes alpha on all of them with ``config``'s ``use_aem``, ``aem_lambda``, ``aem_min_range``,
+    ``aem_scope`` and ``aem_statistic``, and this process's alpha multiplies its rows (:func:`modulated_advantages`).
+    With ``use_aem=False`` the advantages are the base ones, unchanged, and only the metrics are computed."""
+    base = rows["advantages"]
+    loss_mask = rows["completion_mask"] * rows["tool_mask"] if "tool_mask" in rows else rows["completion_mask"]
+    responses, spans = collect_responses(
+        loss_mask,
+        base,
+        *token_stats,
+        rows["prompt_ids"],
+        rows["prompt_mask"],
+        rows["completion_ids"],
+        row_group,
+        row_episode,
+    )
+    full, start = gather(responses.as_matrix()) if gather is not None else (responses.as_matrix(), 0)
+    step = aem_step(
+        Responses.from_matrix(full),
+        use_aem=config.use_aem,
+        lam=config.aem_lambda,
+        min_range=config.aem_min_range,
+        scope=config.aem_scope,
+        statistic=config.aem_statistic,
+        shuffle_generator=shuffle_generator,
+    )
+    if step.alpha is None:
+        return ModulatedBatch(base, step.metrics, responses, None)
+    alpha = step.alpha[start : start + len(responses)]
+    return ModulatedBatch(modulated_advantages(base, alpha, spans), step.metrics, responses, alpha)
 
 
 def _put_finite(metrics: dict[str, float], key: str, value: float) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from accelerate import Accelerator
 
-__all__ = ["gather_ragged"]
+__all__ = ["gather_ragged", "gather_rows"]
 
 
 def gather_ragged(local: torch.Tensor, accelerator: Accelerator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,3 +25,10 @@ def gather_ragged(local: torch.Tensor, accelerator: Accelerator) -> tuple[torch.
     gathered = accelerator.gather(padded).view(accelerator.num_processes, max_count, *local.shape[1:])
     full = torch.cat([gathered[r, : int(counts[r])] for r in range(accelerator.num_processes)], dim=0)
     return full, counts
+
+
+def gather_rows(local: torch.Tensor, accelerator: Accelerator) -> tuple[torch.Tensor, int]:
+    """Every process's rows of ``local`` in process order, and the index of this process's first row (the ``gather``
+    that :func:`trl_aem.aem.modulate_batch` and the advantage estimators take)."""
+    full, counts = gather_ragged(local, accelerator)
+    return full, int(counts[: accelerator.process_index].sum())

@@ -215,7 +215,7 @@ def compute_aem(stat: torch.Tensor, group_ids: torch.Tensor, *, lam: float = 1.0
 def aem_coefficients(
     stat: torch.Tensor, group_ids: torch.Tensor, *, lam: float = 1.0, min_range: float = 0.1
 ) -> torch.Tensor:
-    """The AEM coefficient ``alpha`` of every response in a flat batch (AEM.md, step 2).
+    """The AEM coefficient ``alpha`` of every response in a flat batch (docs/method.md, step 2).
 
     Within each group (responses sharing a ``group_ids`` value)::
 
@@ -311,7 +311,7 @@ def conditioning_keys(
 def entropy_drift(advantages: torch.Tensor, surprisal: torch.Tensor, state_ids: torch.Tensor) -> torch.Tensor:
     """Batch estimate of the theorem's drift ``E_s E_{a~pi(.|s)}[A(a,s) * (S(a|s) - H(s))]``.
 
-    Under a natural-gradient step the change of response-level entropy is proportional to this term (AEM.md):
+    Under a natural-gradient step the change of response-level entropy is proportional to this term (docs/method.md):
     ``S(a|s) = -log pi(a|s)`` is the *response-level* surprisal (``surprisal``: the sum over the response's
     tokens) and ``H(s) = E_a[S(a|s)]`` the response-level entropy of the state. ``H(s)`` is estimated
     leave-one-out from the other responses to the same state (same ``state_ids``, e.g. the GRPO group of one

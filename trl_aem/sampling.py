@@ -14,10 +14,13 @@ the statistic AEM normalises is the policy's, the same on every back end.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -25,7 +28,15 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from .modulation import entropy_of_logprobs
 from .trl_compat import temporarily
 
-__all__ = ["SamplingStatsRecorder", "SampledSegment", "align_segments", "record_sampling_stats"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SamplingStatsRecorder",
+    "SampledSegment",
+    "align_segments",
+    "record_sampling_stats",
+    "sample_with_statistics",
+]
 
 
 class SamplingStatsRecorder(LogitsProcessor):
@@ -81,6 +92,37 @@ class SamplingStatsRecorder(LogitsProcessor):
         if not self._logps:
             return torch.zeros(0, 0)
         return torch.stack(self._logps, dim=1).cpu()
+
+
+def sample_with_statistics(
+    trainer: Any, prompt_ids, images, multimodal_fields, num_generations: int, has_tool_images: bool = False
+) -> tuple[list[list[int]], list | None, tuple[torch.Tensor, torch.Tensor] | None]:
+    """``GRPOTrainer._generate_single_turn`` (trl 1.16 L1763-1891) on ``trainer``, plus the ``(rows, T)`` token
+    entropies and sampled-token log-probs its ``generate`` call recorded when the trainer's statistic comes from the
+    sampler (NaN where none; ``None`` for other back ends, whose statistic comes from TRL's recompute pass). Returns
+    ``(completion_ids, logprobs, statistics)``. Both the trainer's ``_generate_single_turn`` (TRL-generated batches)
+    and each turn of the multi-turn engine (``PlayingMixin.generate_turn``) sample through here."""
+    from trl import GRPOTrainer
+
+    arguments = (prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+    if trainer._stats_source != "sampler":
+        return (*GRPOTrainer._generate_single_turn(trainer, *arguments), None)
+    model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+    with record_sampling_stats(model, trainer.temperature) as recorder:
+        completion_ids, logprobs = GRPOTrainer._generate_single_turn(trainer, *arguments)
+    statistics = recorder.statistics(len(completion_ids), max(map(len, completion_ids), default=0))
+    if not bool(torch.isfinite(statistics[0]).any()) and completion_ids:
+        _warn_unrecorded()
+    return completion_ids, logprobs, statistics
+
+
+@functools.cache
+def _warn_unrecorded() -> None:
+    logger.warning(
+        "AEM: generate produced completions without calling the logits processors row by row (beam search, "
+        "or a patched generate), so no token entropies were recorded: those responses keep alpha = 1 "
+        "(counted in aem/missing_frac). Sample (num_beams=1) or use vLLM for AEM to act."
+    )
 
 
 @dataclass

@@ -8,8 +8,8 @@ This module orchestrates; each step of a generation batch lives in its own modul
    (:mod:`trl_aem.advantages`) and makes one row per turn, each with the token statistics recorded while sampling.
    Everything else (single-turn completions, TRL's ``tools`` loop, trajectory rows through ``rollout_func``,
    :mod:`trl_aem.rollout.trajectory_rows`) is generated and scored by ``GRPOTrainer`` itself, inside one
-   :class:`~trl_aem.rollout.capture.RolloutCapture` that the hooks below fill: ``_generate_single_turn`` records each
-   token's full-vocabulary entropy and sampled log-prob while ``transformers.generate`` samples
+   :class:`~trl_aem.capture.RolloutCapture` filled by the hooks of :mod:`trl_aem.capture`: ``_generate_single_turn``
+   records each token's full-vocabulary entropy and sampled log-prob while ``transformers.generate`` samples
    (:mod:`trl_aem.sampling`); with vLLM, ``_get_per_token_logps_and_entropies`` keeps the entropies of TRL's
    old-log-prob pass. No extra forward pass.
 2. **Alpha.** :meth:`AEMTrainer._aem_advantages` turns the rows into responses, gathers them across processes (a group
@@ -21,6 +21,7 @@ Every override of a TRL method is listed, with the TRL lines it replaces, in :mo
 
 from __future__ import annotations
 
+import functools
 import logging
 import textwrap
 from collections.abc import Callable
@@ -31,16 +32,15 @@ from peft import PeftModel
 from transformers import PreTrainedModel
 from trl import GRPOConfig, GRPOTrainer
 
-from .aem import Responses, aem_step, collect_responses, modulated_advantages
+from .aem import ModulatedBatch, modulate_batch
 from .arguments import as_aem_config, bind_trainer_arguments, trainer_signature
-from .distributed import gather_ragged
+from .capture import CaptureHooksMixin, StatsSource, capturing, stats_source
+from .distributed import gather_rows
 from .hub.trainer_mixin import HubMixin
-from .rollout.capture import StatsSource, capturing, stats_source
 from .rollout.playing import PlayingMixin, describe_env, env_return
 from .rollout.rows import RowGroups
 from .rollout.step_rows import StepRowsMixin
 from .rollout.trajectory_rows import TrajectoryRowsMixin, trajectory_inputs, trajectory_token_statistics
-from .sampling import record_sampling_stats
 from .trl_compat import drop_unmeasured_metrics, recount_zero_std
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ AEM_CITATION = textwrap.dedent("""\
     }""")
 
 
-class AEMTrainer(StepRowsMixin, TrajectoryRowsMixin, PlayingMixin, HubMixin, GRPOTrainer):
+class AEMTrainer(CaptureHooksMixin, StepRowsMixin, TrajectoryRowsMixin, PlayingMixin, HubMixin, GRPOTrainer):
     """GRPO-family trainer whose advantages are rescaled per response by AEM (arXiv:2605.00425).
 
     A drop-in for ``trl.GRPOTrainer``: it takes every ``GRPOTrainer.__init__`` argument by the same name and
@@ -105,7 +105,6 @@ class AEMTrainer(StepRowsMixin, TrajectoryRowsMixin, PlayingMixin, HubMixin, GRP
         self._system_prompt: str | None = None  # multi-turn: the environment's (set by `_setup_env`)
         self._capture = None  # the RolloutCapture of the TRL-generated batch being collected
         self._aem_round = 0  # seeds the shuffled-alpha ablation per batch
-        self._warned_unrecorded = False
         self._batches_without_signal = 0
         if env is not None:
             if not callable(env):
@@ -137,69 +136,7 @@ class AEMTrainer(StepRowsMixin, TrajectoryRowsMixin, PlayingMixin, HubMixin, GRP
         super().__init__(model=model, args=config, **call)
         self._stats_source: StatsSource = stats_source(self)
         if env is not None:
-            self._setup_env(env, description)
-
-    # ------------------------------------------------------------------ hooks where the statistic already exists
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        """``GRPOTrainer._generate_single_turn`` whose samples' token statistics (:meth:`_sample`) go to the open
-        capture, for TRL-generated batches."""
-        completion_ids, logprobs, statistics = self._sample(
-            prompt_ids, images, multimodal_fields, num_generations, has_tool_images
-        )
-        if statistics is not None and self._capture is not None:
-            self._capture.add_samples(prompt_ids, completion_ids, *statistics)
-        return completion_ids, logprobs
-
-    def _sample(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        """``GRPOTrainer._generate_single_turn`` plus, with the sampler source, the ``(rows, T)`` token entropies and
-        sampled-token log-probs its ``generate`` call recorded (:mod:`trl_aem.sampling`; NaN where none); ``None``
-        for other back ends. Returns ``(completion_ids, logprobs, statistics)``."""
-        if self._stats_source != "sampler":
-            completion_ids, logprobs = super()._generate_single_turn(
-                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
-            )
-            return completion_ids, logprobs, None
-        with record_sampling_stats(self.accelerator.unwrap_model(self.model_wrapped), self.temperature) as recorder:
-            completion_ids, logprobs = super()._generate_single_turn(
-                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
-            )
-        statistics = recorder.statistics(len(completion_ids), max(map(len, completion_ids), default=0))
-        if not bool(torch.isfinite(statistics[0]).any()) and completion_ids:
-            self._warn_unrecorded()
-        return completion_ids, logprobs, statistics
-
-    def _warn_unrecorded(self) -> None:
-        if not self._warned_unrecorded:
-            self._warned_unrecorded = True
-            logger.warning(
-                "AEM: generate produced completions without calling the logits processors row by row (beam search, "
-                "or a patched generate), so no token entropies were recorded: those responses keep alpha = 1 "
-                "(counted in aem/missing_frac). Sample (num_beams=1) or use vLLM for AEM to act."
-            )
-
-    def _generate(self, prompts: list):
-        """``GRPOTrainer._generate`` (trl 1.16 L2193-2322); the unpadded id lists it returns first go to the capture,
-        to align the recorded segments with completion tokens (TRL's ``tools`` loop joins several per row)."""
-        result = super()._generate(prompts)
-        if self._capture is not None:
-            self._capture.rollout_ids = (result[0], result[1], result[2])
-        return result
-
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        """``GRPOTrainer._get_per_token_logps_and_entropies`` (trl 1.16 L1419-1508). Recompute source: the batch's
-        first no-grad call is TRL's old-log-prob pass (L2646-2657, ``compute_entropy=False`` there); it is asked
-        for the entropies too, which the LM head computes from the same logits, and they go to the capture."""
-        capture = self._capture
-        if capture is None or not capture.wants_recompute or torch.is_grad_enabled():
-            return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
-            )
-        wanted = kwargs.pop("compute_entropy", False)
-        logps, entropies, aux = super()._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, logits_to_keep, *args, compute_entropy=True, **kwargs
-        )
-        capture.recomputed = (logps.detach(), entropies.detach())
-        return logps, (entropies if wanted else None), aux
+            self._setup_env(description)
 
     # ------------------------------------------------------------------ one generation batch
     def _generate_and_score_completions(self, inputs):
@@ -211,7 +148,9 @@ class AEMTrainer(StepRowsMixin, TrajectoryRowsMixin, PlayingMixin, HubMixin, GRP
             output, groups, token_stats = batch.output, batch.groups, batch.token_stats
         else:
             output, groups, token_stats = self._score_with_trl(inputs, mode)
-        output["advantages"] = self._aem_advantages(output, groups, token_stats, mode)
+        modulated = self._aem_advantages(output, groups, token_stats, mode)
+        if modulated is not None:
+            output["advantages"] = modulated.advantages
         if mode == "train":
             self._warn_without_signal(output)
         return output
@@ -243,52 +182,30 @@ class AEMTrainer(StepRowsMixin, TrajectoryRowsMixin, PlayingMixin, HubMixin, GRP
         groups: RowGroups,
         token_stats: tuple[torch.Tensor, torch.Tensor] | None,
         mode: str,
-    ) -> torch.Tensor:
-        """The advantages TRL's loss will use: ``(B, T)`` ``A_base * alpha`` per token with AEM on, the unchanged
-        base advantages otherwise. Logs the ``aem/*`` metrics in both cases."""
-        base = output["advantages"]
-        if token_stats is None:  # control arm without a statistic (see `stats_source`)
-            return base
-        loss_mask = output["completion_mask"]
-        if "tool_mask" in output:
-            loss_mask = loss_mask * output["tool_mask"]
-        responses, spans = collect_responses(
-            loss_mask,
-            base,
-            *token_stats,
-            output["prompt_ids"],
-            output["prompt_mask"],
-            output["completion_ids"],
+    ) -> ModulatedBatch | None:
+        """AEM on the batch TRL's loss will see (:func:`~trl_aem.aem.modulate_batch`: every process's responses
+        gathered, alpha computed identically everywhere, this process's applied); logs the ``aem/*`` metrics. ``None``
+        for the control arm on a configuration without a statistic (see :func:`~trl_aem.capture.stats_source`)."""
+        if token_stats is None:
+            return None
+        args = self.args
+        shuffle = None
+        if args.use_aem and args.aem_shuffle:
+            shuffle = torch.Generator().manual_seed(args.seed * 1_000_003 + self._aem_round)
+        result = modulate_batch(
+            output,
             groups.group,
             groups.episode,
+            token_stats,
+            args,
+            gather=functools.partial(gather_rows, accelerator=self.accelerator),
+            shuffle_generator=shuffle,
         )
-        alpha = self._span_alpha(responses, mode)
-        return base if alpha is None else modulated_advantages(base, alpha, spans)
-
-    def _span_alpha(self, responses: Responses, mode: str) -> torch.Tensor | None:
-        """Gather every rank's responses, run the AEM step on the whole batch (identically on every rank), log its
-        metrics and return this rank's alpha (``None`` when ``use_aem=False``)."""
-        args = self.args
-        full, rank_counts = gather_ragged(responses.as_matrix(), self.accelerator)
-        generator = None
-        if args.use_aem and args.aem_shuffle:
-            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + self._aem_round)
-        step = aem_step(
-            Responses.from_matrix(full),
-            use_aem=args.use_aem,
-            lam=args.aem_lambda,
-            min_range=args.aem_min_range,
-            scope=args.aem_scope,
-            statistic=args.aem_statistic,
-            shuffle_generator=generator,
-        )
-        for key, value in step.metrics.items():
+        for key, value in result.metrics.items():
             self._metrics[mode][key].append(value)
-        if step.alpha is None:
-            return None
-        self._aem_round += 1  # seeds the next batch's shuffle
-        start = int(rank_counts[: self.accelerator.process_index].sum())
-        return step.alpha[start : start + len(responses)]
+        if args.use_aem:
+            self._aem_round += 1  # seeds the next batch's shuffle
+        return result
 
     def _warn_without_signal(self, output: dict[str, Any]) -> None:
         """Warn when no token of the whole generation batch (all ranks) has a non-zero advantage: every group's

@@ -40,12 +40,12 @@ ZERO_STD = 1e-6  # a reward spread below this is float rounding, not spread
 
 # "Class.method" -> what it replaces (trl 1.16.0; transformers 5.23) and why. Every such method calls super().
 OVERRIDES: dict[str, str] = {
-    "AEMTrainer._generate_single_turn": "GRPOTrainer._generate_single_turn (L1763-1891): the "
+    "CaptureHooksMixin._generate_single_turn": "GRPOTrainer._generate_single_turn (L1763-1891): the "
     "`unwrapped_model.generate(...)` call also feeds the token-statistics recorder (trl_aem.sampling); the "
     "segments go to the batch's capture",
-    "AEMTrainer._generate": "GRPOTrainer._generate (L2193-2322): the unpadded id lists it returns go to the capture, "
+    "CaptureHooksMixin._generate": "GRPOTrainer._generate (L2193-2322): the unpadded id lists it returns go to the capture, "
     "to align recorded segments with completion tokens (TRL's tools loop joins several per row)",
-    "AEMTrainer._get_per_token_logps_and_entropies": "GRPOTrainer._get_per_token_logps_and_entropies (L1419-1508): "
+    "CaptureHooksMixin._get_per_token_logps_and_entropies": "GRPOTrainer._get_per_token_logps_and_entropies (L1419-1508): "
     "the batch's old-log-prob pass (L2642-2657, compute_entropy=False there) also returns the entropies, for AEM "
     "with vLLM / continuous batching",
     "AEMTrainer._generate_and_score_completions": "GRPOTrainer._generate_and_score_completions (L2324-2937): "

@@ -1,7 +1,7 @@
 """Run under `torchrun --nproc_per_node 2`: multi-turn episodes, one group of 8 episodes split 4 + 4.
 
 Saves, per rank, the span statistics AEM gathered and the alpha it applied, the number of rows this rank
-trained on and its log history, for tests/trainer/test_distributed.py to compare against one process.
+trained on and its log history, for tests/test_trainer_distributed.py to compare against one process.
 """
 
 import os
@@ -21,10 +21,12 @@ class RecordingTrainer(AEMTrainer):
     records: list = []
     gigpo: list = []  # per batch: this rank's turns (episode, position, episode advantage) and GiGPO's result
 
-    def _span_alpha(self, batch, mode):
-        alpha = super()._span_alpha(batch, mode)
-        self.records.append({"entropy": batch.entropy, "group": batch.group, "alpha": alpha})
-        return alpha
+    def _aem_advantages(self, output, groups, token_stats, mode):
+        result = super()._aem_advantages(output, groups, token_stats, mode)
+        self.records.append(
+            {"entropy": result.responses.entropy, "group": result.responses.group, "alpha": result.alpha}
+        )
+        return result
 
     def _turn_advantages(self, rows, mode):
         out = super()._turn_advantages(rows, mode)

@@ -20,10 +20,10 @@ scope = sys.argv[2] if len(sys.argv) > 2 else "group"
 class RecordingTrainer(AEMTrainer):
     records: list = []
 
-    def _span_alpha(self, batch, mode):
-        alpha = super()._span_alpha(batch, mode)
-        self.records.append({"local": batch, "alpha": alpha})
-        return alpha
+    def _aem_advantages(self, output, groups, token_stats, mode):
+        result = super()._aem_advantages(output, groups, token_stats, mode)
+        self.records.append({"local": result.responses, "alpha": result.alpha})
+        return result
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)

@@ -27,11 +27,11 @@ from datasets import Dataset
 
 from ..envs.pool import EnvPool
 from ..gigpo import default_state_key
+from ..sampling import sample_with_statistics
 from ..trl_compat import temporarily
 from .engine import Generated, RolloutEngine
 from .episode import Episode
 from .prompts import ChatFormatter
-from .rows import episode_metrics
 from .settings import RolloutSettings
 
 __all__ = ["EnvDescription", "PlayingMixin", "describe_env", "env_return", "task_of", "tasks_dataset"]
@@ -108,8 +108,9 @@ class PlayingMixin:
     _env_pool: EnvPool | None = None
     _faulted_batches = 0  # consecutive training batches whose every episode faulted
 
-    def _setup_env(self, env: Callable[[], Any], description: EnvDescription) -> None:
-        self.env_factory = env
+    def _setup_env(self, description: EnvDescription) -> None:
+        """Prompt formatting, system prompt and GiGPO state key from the environment's description (after
+        ``GRPOTrainer.__init__``, which loads the tokenizer)."""
         self._formatter = ChatFormatter(
             self._tokenizer,
             self.args.history_length,
@@ -164,12 +165,12 @@ class PlayingMixin:
         return episodes
 
     def generate_turn(self, prompts: list[list[int]], max_new_tokens: int) -> list[Generated]:
-        """One batched generate call with the current policy, as the rollout engine makes each turn: through TRL's
-        ``_generate_single_turn`` (transformers or vLLM), each response capped at ``max_new_tokens``, with the
-        token statistics recorded while sampling (NaN where the back end gives none: vLLM's come from TRL's
+        """One batched generate call with the current policy, as the rollout engine makes each turn: TRL's
+        ``_generate_single_turn`` (transformers or vLLM, :func:`~trl_aem.sampling.sample_with_statistics`), each
+        response capped at ``max_new_tokens``, with the token statistics recorded while sampling (NaN where the back end gives none: vLLM's come from TRL's
         recompute pass)."""
         with self._turn_token_limit(max_new_tokens):
-            completion_ids, logprobs, statistics = self._sample(prompts, None, {}, 1)
+            completion_ids, logprobs, statistics = sample_with_statistics(self, prompts, None, {}, 1)
         out = []
         for i, ids in enumerate(completion_ids):
             if statistics is not None:
@@ -231,3 +232,22 @@ class PlayingMixin:
                 f"every episode of the last {MAX_FAULTED_BATCHES} generation batches ended in an environment error "
                 f"or timeout, so there is nothing to train on; the first: {first.splitlines()[0]}"
             )
+
+
+def episode_metrics(episodes: list[Episode]) -> torch.Tensor:
+    """Per-episode ``[success, return, turns, invalid turns, error, timeout, truncated]`` (float, for gathering)."""
+    return torch.tensor(
+        [
+            [
+                float(e.success),
+                e.env_return,
+                len(e.turns),
+                e.num_invalid,
+                float(e.ending == "error"),
+                float(e.ending == "timeout"),
+                float(e.ending == "truncated"),
+            ]
+            for e in episodes
+        ],
+        dtype=torch.float64,
+    ).view(-1, 7)

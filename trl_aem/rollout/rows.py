@@ -1,4 +1,4 @@
-"""Helpers that turn finished episodes into padded trainer rows and per-episode metrics."""
+"""Padded trainer rows from finished episodes: token ids, token statistics, and each row's group and episode."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .episode import Episode
-
-__all__ = ["RowGroups", "episode_metrics", "pad_rows", "pad_statistics"]
+__all__ = ["RowGroups", "pad_rows", "pad_statistics"]
 
 
 @dataclass
@@ -41,22 +39,3 @@ def pad_statistics(rows: list[torch.Tensor], width: int) -> torch.Tensor:
     for i, row in enumerate(rows):
         out[i, : row.numel()] = row
     return out
-
-
-def episode_metrics(episodes: list[Episode]) -> torch.Tensor:
-    """Per-episode ``[success, return, turns, invalid turns, error, timeout, truncated]`` (float, for gathering)."""
-    return torch.tensor(
-        [
-            [
-                float(e.success),
-                e.env_return,
-                len(e.turns),
-                e.num_invalid,
-                float(e.ending == "error"),
-                float(e.ending == "timeout"),
-                float(e.ending == "truncated"),
-            ]
-            for e in episodes
-        ],
-        dtype=torch.float64,
-    ).view(-1, 7)

@@ -19,6 +19,7 @@ replaced here for step mode (see the table in :mod:`trl_aem.trl_compat`): ``_pre
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import torch
 from transformers import Trainer
 
 from ..advantages import ESTIMATORS, EstimatorSettings, TurnRow, group_advantages
-from ..distributed import gather_ragged
+from ..distributed import gather_rows
 from ..trl_compat import (
     has_recompute_pass,
     importance_sampling_ratio,
@@ -185,15 +186,11 @@ class StepRowsMixin:
             gigpo_omega=args.gigpo_omega,
             state_key=self._state_key,
         )
-        estimate = ESTIMATORS[args.advantage_estimator](rows, settings, self._gather_rows)
+        gather = functools.partial(gather_rows, accelerator=self.accelerator)
+        estimate = ESTIMATORS[args.advantage_estimator](rows, settings, gather)
         for key, value in estimate.metrics.items():
             self._metrics[mode][key].append(value)
         return estimate.advantages
-
-    def _gather_rows(self, local: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Every process's rows of ``local`` in process order, and the index of this process's first row."""
-        full, counts = gather_ragged(local, self.accelerator)
-        return full, int(counts[: self.accelerator.process_index].sum())
 
     # ---------------------------------------------------------------- variable row counts in TRL's training loop
     def _prepare_inputs(self, generation_batch):

@@ -1,9 +1,9 @@
-"""``RolloutCapture``: the token statistics of a generation batch that TRL's own code generates.
+"""``RolloutCapture`` and the trainer hooks that fill it: the token statistics of a batch TRL's own code generates.
 
 When TRL's ``_generate_and_score_completions`` drives the generation (single-turn completions, TRL's ``tools`` loop,
 and trajectory rows through ``rollout_func``), AEM's statistic has to be picked up where TRL calls the trainer's
-hooks: ``AEMTrainer._generate_single_turn`` adds the segments it sampled, ``AEMTrainer._generate`` the batch's
-unpadded ids, and ``AEMTrainer._get_per_token_logps_and_entropies`` the entropies of TRL's old-log-prob pass (vLLM).
+hooks (:class:`CaptureHooksMixin`): ``_generate_single_turn`` adds the segments it sampled, ``_generate`` the
+batch's unpadded ids, and ``_get_per_token_logps_and_entropies`` the entropies of TRL's old-log-prob pass (vLLM).
 ``AEMTrainer._generate_and_score_completions`` opens one capture per such batch (:func:`capturing`, never nested),
 and reads the ``(B, T)`` statistics back with :meth:`RolloutCapture.token_statistics`. Step-mode rows and the
 episodes of trajectory rows carry their statistic on their turns instead and need no capture.
@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from ..sampling import SampledSegment, align_segments
-from ..trl_compat import has_recompute_pass
+from .sampling import SampledSegment, align_segments, sample_with_statistics
+from .trl_compat import has_recompute_pass
 
-__all__ = ["RolloutCapture", "StatsSource", "capturing", "stats_source"]
+__all__ = ["CaptureHooksMixin", "RolloutCapture", "StatsSource", "capturing", "stats_source"]
 
 # "sampler": recorded while transformers' generate samples; "recompute": from TRL's old-log-prob pass (vLLM,
 # continuous batching); None: no statistic (the control arm on a configuration that would need an extra forward)
@@ -122,3 +122,42 @@ def capturing(trainer: Any) -> Iterator[RolloutCapture]:
         yield capture
     finally:
         trainer._capture = None
+
+
+class CaptureHooksMixin:
+    """The hooks of :class:`~trl_aem.AEMTrainer` on TRL's generation and old-log-prob pass that fill the open
+    capture (``self._capture``; no-ops without one). Listed in :data:`trl_aem.trl_compat.OVERRIDES`."""
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """``GRPOTrainer._generate_single_turn`` (through :func:`~trl_aem.sampling.sample_with_statistics`) whose
+        samples' token statistics go to the open capture, for TRL-generated batches."""
+        completion_ids, logprobs, statistics = sample_with_statistics(
+            self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+        )
+        if statistics is not None and self._capture is not None:
+            self._capture.add_samples(prompt_ids, completion_ids, *statistics)
+        return completion_ids, logprobs
+
+    def _generate(self, prompts: list):
+        """``GRPOTrainer._generate`` (trl 1.16 L2193-2322); the unpadded id lists it returns first go to the capture,
+        to align the recorded segments with completion tokens (TRL's ``tools`` loop joins several per row)."""
+        result = super()._generate(prompts)
+        if self._capture is not None:
+            self._capture.rollout_ids = (result[0], result[1], result[2])
+        return result
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        """``GRPOTrainer._get_per_token_logps_and_entropies`` (trl 1.16 L1419-1508). Recompute source: the batch's
+        first no-grad call is TRL's old-log-prob pass (L2646-2657, ``compute_entropy=False`` there); it is asked
+        for the entropies too, which the LM head computes from the same logits, and they go to the capture."""
+        capture = self._capture
+        if capture is None or not capture.wants_recompute or torch.is_grad_enabled():
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        wanted = kwargs.pop("compute_entropy", False)
+        logps, entropies, aux = super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, *args, compute_entropy=True, **kwargs
+        )
+        capture.recomputed = (logps.detach(), entropies.detach())
+        return logps, (entropies if wanted else None), aux
