@@ -1,1 +1,1 @@
-"""Environments: the worker pool, ALFWorld, WebShop and SWE."""
+"""Environments: the contract, the worker pool, the registry and every built-in environment."""

@@ -65,7 +65,7 @@ SKIP = {
     "trl-aem eval --model user/alfworld-aem --env alfworld --episodes 128 --push-results": "a Hub model (the "
     "eval command itself is tested in tests/hub against a local Hub server)",
     "ruff check . && ruff format --check .": ".ci/run runs it",
-    "python -m pytest -q tests/trainer/test_distributed.py": "part of the test suite",
+    "python -m pytest -q tests/test_trainer_distributed.py": "part of the test suite",
 }
 
 

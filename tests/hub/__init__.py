@@ -1,1 +1,1 @@
-"""Model cards, Hub pushes against a loopback Hub server, and the trl-aem command line."""
+"""The Hub side: model cards, resilient pushes against a loopback Hub server, the trainer's Hub behaviour."""

@@ -1,6 +1,5 @@
-"""AEMTrainer with an environment: trajectory and step rollouts, loss masks, per-turn alpha, faults, eval."""
-
-import math
+"""Playing episodes with the trainer's policy, in both rollout modes: tasks from the environment, env/* metrics,
+faulty and contract-breaking environments, reward functions that see the episodes, evaluation episodes."""
 
 import pytest
 import torch
@@ -9,56 +8,9 @@ from datasets import Dataset
 from trl_aem import AEMTrainer
 from trl_aem.envs import EnvContractError, StepResult
 from trl_aem.envs.keyword import KeywordEnv
-from trl_aem.modulation import response_spans
 
-from ..fake_envs import FixedTurnsEnv, OneTurnEnv, SpreadEnv, make_faulty_tasks
-
-
-class Recording(AEMTrainer):
-    """Keeps every generation batch's output (what TRL's loss consumes)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.outputs, self.episodes = [], []
-
-    def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
-        self.outputs.append({k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in output.items()})
-        self.episodes.append(self.last_episodes)
-        return output
-
-
-@pytest.fixture
-def env_config(make_config):
-    def _config(**overrides):
-        params = dict(
-            max_completion_length=120,
-            max_turn_tokens=12,
-            max_turns=4,
-            max_steps=2,
-            env_step_timeout=5.0,
-            per_device_train_batch_size=8,
-            num_generations=4,
-        )
-        params.update(overrides)
-        return make_config(**params)
-
-    return _config
-
-
-def logged(trainer, key):
-    return [log[key] for log in trainer.state.log_history if key in log]
-
-
-def assert_every_logged_value_is_a_finite_number(trainer):
-    """What reaches loggers (W&B, TensorBoard, the card's curves) is a number: no None, NaN or inf."""
-    bad = {
-        (log.get("step"), key): value
-        for log in trainer.state.log_history
-        for key, value in log.items()
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-    }
-    assert not bad, bad
+from ..fake_envs import FixedTurnsEnv, SpreadEnv, make_faulty_tasks
+from .conftest import Recording, assert_every_logged_value_is_a_finite_number, logged
 
 
 @pytest.mark.parametrize("mode", ["trajectory", "step"])
@@ -80,65 +32,6 @@ def test_trains_with_tasks_from_the_env(make_model, tokenizer, env_config, mode)
     assert max(logged(trainer, "aem/alpha_std")) > 0
     assert all(e.ending in ("done", "max_turns", "truncated") for e in trainer.episodes[0])
     assert len(trainer.episodes[0]) == 8 and max(logged(trainer, "env/turns")) > 1
-
-
-def test_trajectory_rows_mask_observation_tokens(make_model, tokenizer, env_config):
-    trainer = Recording(make_model(), FixedTurnsEnv, env_config(max_steps=1), processing_class=tokenizer)
-    trainer.train()
-    output, episodes = trainer.outputs[0], trainer.episodes[0]
-    loss_mask = output["completion_mask"] * output["tool_mask"]
-    for row, episode in enumerate(episodes):
-        position = 0
-        for turn in episode.turns:
-            n, m = len(turn.completion_ids), len(turn.observation_ids)
-            ids = output["completion_ids"][row]
-            assert ids[position : position + n].tolist() == turn.completion_ids
-            assert loss_mask[row, position : position + n].all()  # the response is trained on
-            assert not loss_mask[row, position + n : position + n + m].any()  # the observation never is
-            position += n + m
-        assert not loss_mask[row, position:].any()
-        # one AEM span per turn
-        spans = response_spans(loss_mask[row : row + 1])
-        assert spans.num_spans == len(episode.turns)
-
-
-def test_alpha_differs_between_turns_of_one_episode(make_model, tokenizer, env_config):
-    trainer = Recording(
-        make_model(), FixedTurnsEnv, env_config(max_steps=2, aem_lambda=2.0), processing_class=tokenizer
-    )
-    trainer.train()
-    differs = 0
-    for output in trainer.outputs:
-        mask = (output["completion_mask"] * output["tool_mask"]).bool()
-        spans = response_spans(mask.long())
-        per_span = torch.stack([output["advantages"][r, s] for r, s in zip(spans.row, spans.start, strict=True)])
-        for row in range(mask.size(0)):
-            values = per_span[spans.row == row]
-            if values.numel() > 1 and values.abs().max() > 0:
-                differs += int(values.max() - values.min() > 1e-6)
-    assert differs > 0
-
-
-def test_step_and_trajectory_agree_on_one_turn_episodes(make_model, tokenizer, env_config):
-    results = {}
-    for mode in ("trajectory", "step"):
-        trainer = Recording(
-            make_model(seed=3), OneTurnEnv, env_config(rollout_mode=mode, max_steps=1), processing_class=tokenizer
-        )
-        trainer.train()
-        results[mode] = trainer
-    traj, step = results["trajectory"].outputs[0], results["step"].outputs[0]
-    assert traj["completion_ids"].shape[0] == step["completion_ids"].shape[0] == 8
-    for key in ("prompt_ids", "completion_ids"):
-        width = min(traj[key].shape[1], step[key].shape[1])
-        side = slice(-width, None) if key == "prompt_ids" else slice(0, width)
-        assert torch.equal(traj[key][:, side], step[key][:, side])
-    mask = traj["completion_mask"] * traj["tool_mask"]
-    width = step["advantages"].shape[1]
-    assert torch.allclose(
-        (traj["advantages"] * mask)[:, :width], step["advantages"] * step["completion_mask"], atol=1e-6
-    )
-    assert logged(results["trajectory"], "loss") == pytest.approx(logged(results["step"], "loss"), abs=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["trajectory", "step"])
@@ -163,35 +56,6 @@ def test_faulty_environment_ends_the_episode_not_the_run(make_model, tokenizer, 
     else:  # no rows at all from faulted episodes
         assert output["completion_ids"].shape[0] == sum(len(e.turns) for e in episodes if not e.faulted)
     assert torch.isfinite(torch.tensor(logged(trainer, "loss"))).all()
-
-
-def test_truncated_trajectories_are_masked_and_counted(make_model, tokenizer, env_config):
-    trainer = Recording(
-        make_model(),
-        FixedTurnsEnv,
-        env_config(max_completion_length=30, max_turn_tokens=12, max_steps=1),
-        processing_class=tokenizer,
-    )
-    trainer.train()
-    truncated = [row for row, e in enumerate(trainer.episodes[0]) if e.ending == "truncated"]
-    assert truncated and logged(trainer, "env/truncated")[0] == len(truncated)
-    output = trainer.outputs[0]
-    assert output["completion_ids"].shape[1] <= 30
-    for row in truncated:
-        assert not (output["completion_mask"] * output["tool_mask"])[row].any()
-
-
-def test_step_mode_micro_batches_match_one_batch_gradient(make_model, tokenizer, env_config):
-    grads = {}
-    for size in (2, 64):
-        config = env_config(
-            rollout_mode="step", max_steps=1, per_device_train_batch_size=8, learning_rate=0.0, loss_type="grpo"
-        )
-        trainer = Recording(make_model(seed=5), FixedTurnsEnv, config, processing_class=tokenizer)
-        trainer.args.per_device_train_batch_size = size  # micro-batch size only (the generation batch is fixed)
-        trainer.train()
-        grads[size] = logged(trainer, "grad_norm")[0]
-    assert grads[2] == pytest.approx(grads[64], rel=1e-4)
 
 
 def test_evaluate_runs_eval_episodes(make_model, tokenizer, env_config):

@@ -1,5 +1,5 @@
-"""SWEEnv: offline tasks (generator, schema, splits), the expert solves them, talk earns nothing, tools,
-real-task loading, the Docker back end's commands, concurrency through the EnvPool, the CPU example."""
+"""SWEEnv: the expert solves the offline tasks, talk earns nothing, tools, concurrency through the EnvPool, attacks
+through step() that once got through, and the CPU example."""
 
 import json
 import os
@@ -10,16 +10,11 @@ import sys
 import tempfile
 import time
 
-import pytest
-
 from trl_aem.envs import ENVIRONMENTS, EnvCall, EnvPool, SWEEnv, get_env
-from trl_aem.envs.swe import SCHEMA, cleanup, generator, load_tasks, normalize_task, offline_tasks, parse_action
-from trl_aem.envs.swe import docker as swe_docker
-from trl_aem.envs.swe.patch import apply_patch
+from trl_aem.envs.swe import cleanup, generator, offline_tasks, parse_action
 from trl_aem.envs.swe.sandbox import SandboxLimits
-from trl_aem.envs.swe.workspace import LocalWorkspace
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def tool(name: str, **params) -> str:
@@ -35,61 +30,6 @@ def sample_tasks(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     per = max(1, n // len(by_project))
     return [t for name in sorted(by_project) for t in rng.sample(by_project[name], per)]
-
-
-# ---------------------------------------------------------------------------- tasks
-def test_generator_produces_hundreds_of_distinct_valid_tasks():
-    train, evaluation = offline_tasks("train"), offline_tasks("eval")
-    ids = [t["instance_id"] for t in train + evaluation]
-    assert len(ids) == len(set(ids)) >= 300
-    assert len({t["bug_patch"] for t in train + evaluation}) == len(ids)  # distinct bugs, not just names
-    assert {t["project"] for t in train + evaluation} == set(generator.projects()) and len(generator.projects()) >= 3
-    for project in generator.projects():
-        assert 10 <= len(generator.test_ids(project)) <= 30
-    kinds = {t["mutation"] for t in train + evaluation}
-    assert kinds >= {"flip_comparison", "off_by_one", "wrong_operator", "removed_branch", "swapped_arguments"}
-
-
-def test_splits_are_disjoint_seeded_and_deterministic():
-    train, evaluation = offline_tasks("train", seed=0), offline_tasks("eval", seed=0)
-    assert not {t["instance_id"] for t in train} & {t["instance_id"] for t in evaluation}
-    assert not {t["bug_patch"] for t in train} & {t["bug_patch"] for t in evaluation}
-    assert len(evaluation) == round(0.2 * (len(train) + len(evaluation)))
-    assert offline_tasks("train", seed=0) == train  # same seed, same tasks in the same order
-    other = offline_tasks("eval", seed=1)
-    assert {t["instance_id"] for t in other} != {t["instance_id"] for t in evaluation}
-    # the enumeration of bugs itself is deterministic
-    assert [m.key for m in generator.mutants("numkit")] == [m.key for m in generator.mutants("numkit")]
-    with pytest.raises(ValueError):
-        offline_tasks("validation")
-
-
-def test_tasks_follow_the_swe_bench_schema():
-    for task in offline_tasks("eval"):
-        for key in SCHEMA:
-            assert key in task, key
-        assert task["FAIL_TO_PASS"] and task["PASS_TO_PASS"]
-        assert not set(task["FAIL_TO_PASS"]) & set(task["PASS_TO_PASS"])
-        assert len(task["base_commit"]) == 40 and task["repo"] == f"trl-aem/{task['project']}"
-        assert all(test.split("::")[-1] in task["problem_statement"] for test in task["FAIL_TO_PASS"][:5])
-        # the gold patch undoes the injected bug exactly
-        files = generator.project_files(task["project"])
-        (path,) = {p for p in apply_patch(files, task["bug_patch"])}
-        buggy = apply_patch(files, task["bug_patch"])[path]
-        assert buggy != files[path]
-        assert apply_patch({path: buggy}, task["patch"])[path] == files[path]
-
-
-def test_shipped_cache_matches_the_projects_and_a_rerun():
-    document = json.loads(generator.SHIPPED_CACHE.read_text())
-    assert document["fingerprint"] == generator.fingerprint()  # a fresh clone does not re-validate
-    # re-validate a sample (some kept, some rejected) for real: the same verdicts
-    kept = {entry["key"]: entry for entry in document["projects"]["shopcart"]["kept"]}
-    all_keys = [m.key for m in generator.mutants("shopcart")]
-    rng = random.Random(0)
-    sample = set(rng.sample(sorted(kept), 6)) | set(rng.sample([k for k in all_keys if k not in kept], 4))
-    fresh = generator.validate(["shopcart"], keys=sample)["projects"]["shopcart"]["kept"]
-    assert {e["key"]: e["fail"] for e in fresh} == {k: kept[k]["fail"] for k in sample if k in kept}
 
 
 # ---------------------------------------------------------------------------- episodes
@@ -423,162 +363,6 @@ def test_concurrent_episodes_cannot_read_each_other_outside_tmp(monkeypatch):
         first.close()
         second.close()
         shutil.rmtree(base, ignore_errors=True)
-
-
-def test_local_backend_refuses_real_instances():
-    real = normalize_task(
-        {
-            "instance_id": "astropy__astropy-12907",
-            "repo": "astropy/astropy",
-            "problem_statement": "x",
-            "patch": "--- a/x\n+++ b/x\n",
-            "FAIL_TO_PASS": '["t1"]',
-            "PASS_TO_PASS": "[]",
-        }
-    )
-    with pytest.raises(ValueError, match="docker"):
-        LocalWorkspace(real)
-
-
-# ---------------------------------------------------------------------------- real tasks
-def write_instances(path, rows):
-    with open(path, "w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-
-
-def real_rows():
-    return [
-        {
-            "instance_id": "django__django-11099",
-            "repo": "django/django",
-            "base_commit": "d26b2424437dabeeca94d7900b37d2df4410da0c",
-            "problem_statement": "UsernameValidator allows trailing newline in usernames",
-            "patch": "diff --git a/django/contrib/auth/validators.py b/django/contrib/auth/validators.py\n",
-            "test_patch": "diff --git a/tests/auth_tests/test_validators.py b/tests/auth_tests/test_validators.py\n"
-            "--- a/tests/auth_tests/test_validators.py\n+++ b/tests/auth_tests/test_validators.py\n",
-            "FAIL_TO_PASS": json.dumps(["test_ascii_validator (auth_tests.test_validators.UsernameValidatorsTests)"]),
-            "PASS_TO_PASS": json.dumps(["test_help_text (auth_tests.test_validators.UserAttributeSimilarityTests)"]),
-            "version": "3.0",
-        },
-        {
-            "instance_id": "psf__requests-2317",
-            "repo": "psf/requests",
-            "base_commit": "091991be0da19de9108dbe5e3752917fea3d7fdc",
-            "problem_statement": "method = builtin_str(method) problem",
-            "patch": "diff --git a/requests/sessions.py b/requests/sessions.py\n",
-            "test_patch": "",
-            "FAIL_TO_PASS": json.dumps(["test_requests.py::RequestsTestCase::test_HTTP_200_OK_GET_ALTERNATIVE"]),
-            "PASS_TO_PASS": json.dumps([]),
-            "version": "2.4",
-        },
-    ]
-
-
-def test_real_tasks_load_from_a_local_jsonl_file(tmp_path):
-    path = tmp_path / "instances.jsonl"
-    write_instances(path, real_rows())
-    tasks = load_tasks(str(path))
-    assert [t["instance_id"] for t in tasks] == ["django__django-11099", "psf__requests-2317"]
-    assert tasks[0]["FAIL_TO_PASS"] == ["test_ascii_validator (auth_tests.test_validators.UsernameValidatorsTests)"]
-    assert tasks[1]["PASS_TO_PASS"] == [] and tasks[0]["version"] == "3.0"
-    assert load_tasks(str(path), limit=1)[0]["instance_id"] == "django__django-11099"
-    env = SWEEnv(dataset=str(path), dataset_splits={"train": "test", "eval": "test"}, num_eval_tasks=1)
-    assert [t["instance_id"] for t in env.tasks("eval")] == ["django__django-11099"]
-    broken = tmp_path / "broken.jsonl"
-    write_instances(broken, [{**real_rows()[0], "FAIL_TO_PASS": "[]"}])
-    with pytest.raises(ValueError, match="FAIL_TO_PASS"):
-        load_tasks(str(broken))
-
-
-# ---------------------------------------------------------------------------- Docker back end (no daemon)
-class FakeDocker:
-    """Records every command; answers like a daemon that has the image."""
-
-    def __init__(self, outputs=None, daemon=True):
-        self.calls, self.outputs, self.daemon = [], outputs or {}, daemon
-
-    def __call__(self, argv, input=None, capture_output=True, text=True, timeout=None):
-        self.calls.append((argv, input))
-        if argv[1] == "info":
-            code = 0 if self.daemon else 1
-            return subprocess.CompletedProcess(argv, code, "27.0" if self.daemon else "", "" if self.daemon else "x")
-        for needle, output in self.outputs.items():
-            if needle in " ".join(argv):
-                return subprocess.CompletedProcess(argv, 0, output, "")
-        return subprocess.CompletedProcess(argv, 0, "", "")
-
-
-def test_docker_command_construction():
-    task = normalize_task(real_rows()[0])
-    assert swe_docker.image_for(task) == "swebench/sweb.eval.x86_64.django_1776_django-11099:latest"
-    assert swe_docker.image_for({**task, "docker_image": "namanjain12/orange3_final:abc"}) == (
-        "namanjain12/orange3_final:abc"
-    )
-    limits = swe_docker.DockerLimits(memory="4g", pids=256, cpus=1.5)
-    argv = swe_docker.run_argv("img:1", "box", limits)
-    joined = " ".join(argv)
-    for part in ("--network none", "--memory 4g", "--memory-swap 4g", "--pids-limit 256", "--cpus 1.5"):
-        assert part in joined, part
-    assert "--cap-drop ALL" in joined and "no-new-privileges" in joined and argv[-3:] == ["img:1", "sleep", "infinity"]
-    argv = swe_docker.exec_argv("box", "pytest -q", 30)
-    assert argv[:2] == ["docker", "exec"] and "timeout" in argv and argv[-3:] == ["bash", "-c", "pytest -q"]
-    assert swe_docker.remove_argv("box") == ["docker", "rm", "--force", "box"]
-
-
-def test_docker_workspace_with_a_fake_daemon():
-    task = normalize_task(real_rows()[0])
-    log = (
-        "test_ascii_validator (auth_tests.test_validators.UsernameValidatorsTests) ... ok\n"
-        "test_help_text (auth_tests.test_validators.UserAttributeSimilarityTests) ... FAIL\n"
-    )
-    fake = FakeDocker({"runtests": log})
-    workspace = swe_docker.DockerWorkspace({**task, "test_cmd": "./tests/runtests.py --verbosity 2"}, runner=fake)
-    run = fake.calls[1][0]
-    assert run[:2] == ["docker", "run"] and "swebench/sweb.eval.x86_64.django_1776_django-11099:latest" in run
-    workspace.run("ls")
-    assert fake.calls[-1][0][:2] == ["docker", "exec"] and fake.calls[-1][0][-1] == "ls"
-    with pytest.raises(swe_docker.PathEscape):
-        workspace.read_text("../../etc/passwd")
-    script = workspace.evaluation_script()
-    assert "git checkout d26b2424437dabeeca94d7900b37d2df4410da0c -- tests/auth_tests/test_validators.py" in script
-    assert "git apply" in script and script.endswith("./tests/runtests.py --verbosity 2")
-    report = workspace.evaluate()
-    assert report.fail_to_pass == task["FAIL_TO_PASS"] and not report.resolved and report.tests_failed == 1
-    # the test patch went into the container on stdin
-    assert any(inp == task["test_patch"] for _, inp in fake.calls)
-    workspace.close()
-    assert fake.calls[-1][0] == ["docker", "rm", "--force", workspace.name]
-    # default test command: pytest on the test patch's files
-    requests_task = normalize_task({**real_rows()[0], "test_cmd": None})
-    assert "python -m pytest -rA" in swe_docker.DockerWorkspace(requests_task, runner=FakeDocker()).test_command()
-
-
-def test_docker_parses_pytest_and_unittest_logs():
-    log = (
-        "PASSED tests/test_a.py::test_one\nFAILED tests/test_a.py::test_two - AssertionError\n"
-        "ERROR tests/test_b.py::test_three\n"
-        "test_x (pkg.tests.T) ... ok\ntest_y (pkg.tests.T) ... ERROR\n"
-    )
-    assert swe_docker.parse_test_output(log) == {
-        "tests/test_a.py::test_one": "passed",
-        "tests/test_a.py::test_two": "failed",
-        "tests/test_b.py::test_three": "error",
-        "test_x (pkg.tests.T)": "passed",
-        "test_y (pkg.tests.T)": "failed",
-    }
-
-
-def test_docker_without_a_daemon_is_a_clear_error(monkeypatch):
-    task = normalize_task(real_rows()[0])
-    with pytest.raises(swe_docker.DockerUnavailable, match="no Docker daemon answers"):
-        swe_docker.DockerWorkspace(task, runner=FakeDocker(daemon=False))
-    with pytest.raises(swe_docker.DockerUnavailable, match="not installed"):
-        swe_docker.check_daemon("trl-aem-no-such-docker")
-    # through the environment: a real instance needs Docker, and says so
-    monkeypatch.setattr(swe_docker.shutil, "which", lambda name: None)
-    with pytest.raises(swe_docker.DockerUnavailable, match="backend='local'"):
-        SWEEnv().reset(real_rows()[0])
 
 
 # ---------------------------------------------------------------------------- the example

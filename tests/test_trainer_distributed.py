@@ -11,7 +11,7 @@ import torch
 from trl_aem import aem_coefficients
 from trl_aem.gigpo import anchor_key, default_state_key, discounted_returns, step_advantages
 
-SCRIPT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "ddp_single_turn.py")
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "ddp_single_turn.py")
 
 
 def free_port() -> int:
@@ -22,7 +22,7 @@ def free_port() -> int:
 
 
 def run_torchrun(out_dir, *args, script=SCRIPT):
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -78,7 +78,7 @@ def test_group_straddling_two_ranks_gets_the_single_process_alpha(tmp_path, scop
         assert rank0["log_history"][0][k] == pytest.approx(rank1["log_history"][0][k])
 
 
-MULTITURN_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "ddp_multiturn.py")
+MULTITURN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "ddp_multiturn.py")
 
 
 @pytest.mark.parametrize("mode", ["trajectory", "step"])

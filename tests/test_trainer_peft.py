@@ -7,7 +7,7 @@ from peft import LoraConfig
 
 from trl_aem import AEMTrainer
 
-from ..conftest import length_reward
+from .conftest import length_reward
 
 
 def _logged(trainer, key):

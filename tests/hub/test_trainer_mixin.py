@@ -1,11 +1,11 @@
-"""Hub checkpoints, standard model cards and evaluation of Hub models, against a real loopback Hub server."""
+"""HubMixin against a real loopback Hub server: checkpoints and cards pushed while training, resume from the Hub,
+evaluation results merged into the card and kept by later pushes, outages, rotation, PEFT adapters and merged models."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -20,42 +20,9 @@ from trl_aem.envs import get_env
 from trl_aem.hub import download_checkpoint
 from trl_aem.rollout import RolloutSettings
 
-from ..conftest import length_reward
 from ..hub_server import HubServer
 
 REPO = "tester/keyword-aem"
-
-
-def _point_clients_at(server: HubServer, home, patch) -> None:
-    """Point huggingface_hub (already imported by conftest, offline) and transformers at ``server``."""
-    import huggingface_hub.hf_api
-    import transformers.utils.hub as transformers_hub
-    from huggingface_hub import constants
-
-    patch.setattr(constants, "ENDPOINT", server.url)
-    patch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
-    patch.setattr(constants, "HF_HUB_OFFLINE", False)
-    patch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    patch.setattr(constants, "HF_HOME", str(home))
-    patch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    patch.setattr(constants, "AGENT_HARNESSES_PATH", str(home / "agent_harnesses.json"))
-    patch.setattr(transformers_hub, "_hf_api", None)  # transformers' shared HfApi caches the endpoint
-    patch.setattr(huggingface_hub.hf_api.api, "endpoint", server.url)  # so does the one behind file_exists & co.
-    for key, value in {"HF_ENDPOINT": server.url, "HF_TOKEN": "hf_test", "HF_HUB_OFFLINE": "0"}.items():
-        patch.setenv(key, value)
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    server = HubServer(tmp_path_factory.mktemp("hub-storage")).start()
-    with pytest.MonkeyPatch.context() as patch:
-        _point_clients_at(server, tmp_path_factory.mktemp("hf-home"), patch)
-        # huggingface_hub's own retries sleep 1, 2, 4, 8, 8 s; keep them (and their count) but not their length
-        import huggingface_hub.utils._http as http
-
-        patch.setattr(http, "time", types.SimpleNamespace(sleep=lambda s: time.sleep(min(s, 0.01)), time=time.time))
-        yield server
-    server.stop()
 
 
 def _config(tmp_path, name: str, **overrides) -> AEMConfig:
@@ -225,21 +192,6 @@ def test_eval_cli_local_model_user_env_and_trained_settings(pushed, tmp_path, ca
     assert "`fixedturns`" in capsys.readouterr().out
 
 
-def test_single_turn_card_with_local_base_license_and_dataset(model_path, make_config, prompt_dataset, tmp_path):
-    Path(model_path, "README.md").write_text("---\nlicense: mit\n---\n# tiny base\n")
-    config = make_config(max_steps=2, hub_model_id="tester/digits-aem")
-    trainer = AEMTrainer(model_path, config=config, train_dataset=prompt_dataset, reward_funcs=length_reward)
-    trainer.train()
-    trainer.create_model_card(dataset_name="trl-lib/digits", tags=["math"])
-    card = ModelCard.load(Path(config.output_dir, "README.md"))
-    data = card.data.to_dict()
-    assert data["license"] == "mit" and "base_model" not in data  # license of the local base; no local path
-    assert data["datasets"] == ["trl-lib/digits"] and "math" in data["tags"] and "agent" not in data["tags"]
-    assert "model-index" not in data  # no evaluation yet
-    assert "None" not in card.content and "| Reward | Reward std |" in card.text and "trl-aem eval" not in card.text
-    assert Path(config.output_dir, "training_curves.png").exists()
-
-
 class _Faults(TrainerCallback):
     """Break the Hub while training: 500s from step 1 on, the port closed from step 2 on."""
 
@@ -284,7 +236,6 @@ def test_hub_failures_mid_training_lose_nothing(hub, tokenizer, tmp_path):
 def test_an_unreachable_hub_costs_seconds_and_the_end_says_what_is_missing(hub, tokenizer, tmp_path):
     """The Hub down for the whole run: training is not held up by retries (a bounded budget, one try per upload once
     the Hub is known to be down, no card read), and the end of train() lists what is only on disk."""
-    import time
 
     from trl_aem.tiny import build_model
 
@@ -357,44 +308,6 @@ def test_peft_adapter_card_merged_model_and_all_checkpoints(hub, model_path, tok
     assert len(report.episodes) == 2 and 0.0 <= report.metrics["success_rate"] <= 1.0
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("hub_push_retries", -1),
-        ("hub_push_retries", 1.5),
-        ("hub_push_backoff", float("inf")),
-        ("push_merged_model", 1),
-    ],
-)
-def test_hub_config_fields_are_validated(tmp_path, field, value):
-    with pytest.raises(ValueError, match=field):
-        AEMConfig(output_dir=str(tmp_path), use_cpu=True, **{field: value})
-
-
-def test_permanent_hub_errors_are_not_retried_and_replays_count_once(hub, tmp_path):
-    from trl_aem.hub.push import ResilientHubApi
-
-    api = ResilientHubApi(retries=3, backoff=0.0, sleep=lambda s: None)
-    folder = tmp_path / "ckpt"
-    folder.mkdir()
-    (folder / "weights.txt").write_text("w")
-    hub.fail(10, status=403)  # a forbidden repository: retrying cannot help
-    with pytest.warns(RuntimeWarning, match="not transient"):
-        assert api.upload_folder(repo_id="tester/forbidden", folder_path=folder, path_in_repo="checkpoint-1") is None
-    assert api.stats.retries == 0 and api.stats.failures == 1 and api.pending_failures == [str(folder)]
-    other = tmp_path / "ckpt2"
-    other.mkdir()
-    (other / "weights.txt").write_text("v")
-    with pytest.warns(RuntimeWarning, match="not transient"):  # the queued first folder is replayed once, silently
-        api.upload_folder(repo_id="tester/forbidden", folder_path=other, path_in_repo="checkpoint-2")
-    assert api.stats.retries == 0 and api.stats.failures == 2  # one per folder, however often it is replayed
-    assert sorted(api.pending_failures) == sorted([str(folder), str(other)])
-    hub.fail(0)
-    api.flush_failed()
-    assert api.pending_failures == []
-    assert api.was_uploaded(folder, "checkpoint-1") and api.was_uploaded(other, "checkpoint-2")
-
-
 class _OutageAtFirstSave(TrainerCallback):
     """The Hub answers 500 to the first checkpoint's push and is healthy again from step 2 on."""
 
@@ -428,18 +341,3 @@ def test_rotation_keeps_checkpoints_whose_upload_failed(hub, tokenizer, tmp_path
     # once uploaded it is rotated like any other (the next save's rotation; run here, as no save follows)
     trainer._rotate_checkpoints_keeping_pending(config.save_total_limit)
     assert sorted(d for d in os.listdir(config.output_dir) if d.startswith("checkpoint-")) == ["checkpoint-3"]
-
-
-def test_environment_arguments_travel_to_the_evaluation():
-    """A ``functools.partial`` factory's keyword arguments are recorded (``env_kwargs``) and rebuilt by the card's
-    snippet; ``trl-aem eval`` applies them to the registered environment."""
-    import functools
-
-    from trl_aem.hub.card import env_info
-
-    info = env_info(functools.partial(get_env("keyword"), delay=0.01))
-    assert info["name"] == "keyword" and info["kwargs"] == {"delay": 0.01}
-    namespace: dict = {}
-    exec(f"{info['import_line']}\nfactory = {info['factory_expr']}", namespace)
-    assert namespace["factory"]().delay == 0.01
-    assert env_info(functools.partial(get_env("keyword"), delay=object()))["kwargs"] is None  # not JSON: not recorded

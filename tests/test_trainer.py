@@ -10,7 +10,7 @@ from trl import GRPOTrainer
 from trl_aem import AEMTrainer, aem_coefficients
 from trl_aem.modulation import entropy_drift, response_spans, span_means, span_sums, token_entropy
 
-from ..conftest import length_reward
+from .conftest import length_reward
 
 
 def logged(trainer, key):

@@ -76,3 +76,17 @@ def test_precision_defaults_to_fp32_without_a_bf16_accelerator():
     if not torch.cuda.is_available():
         assert config.bf16 is False
     assert AEMConfig(output_dir="/tmp/aem-config-test", report_to=[], use_cpu=True, bf16=True).bf16 is True
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("hub_push_retries", -1),
+        ("hub_push_retries", 1.5),
+        ("hub_push_backoff", float("inf")),
+        ("push_merged_model", 1),
+    ],
+)
+def test_hub_config_fields_are_validated(tmp_path, field, value):
+    with pytest.raises(ValueError, match=field):
+        AEMConfig(output_dir=str(tmp_path), use_cpu=True, **{field: value})

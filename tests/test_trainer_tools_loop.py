@@ -11,11 +11,11 @@ import math
 import torch
 
 from trl_aem import AEMTrainer, aem_coefficients
-from trl_aem.rollout.capture import RolloutCapture
+from trl_aem.capture import RolloutCapture
 from trl_aem.rollout.rows import RowGroups
 from trl_aem.sampling import SampledSegment
 
-from ..conftest import length_reward
+from .conftest import length_reward
 
 
 def test_tool_loop_rows_get_one_alpha_per_model_span(make_model, make_config, tokenizer, prompt_dataset):
@@ -60,7 +60,7 @@ def test_tool_loop_rows_get_one_alpha_per_model_span(make_model, make_config, to
         assert torch.isnan(entropy[row, a : a + t]).all()  # tool output: no statistic
         assert torch.allclose(entropy[row, a + t : a + t + len(turn2[row])], ent[row, 1])
     groups = RowGroups(group=torch.tensor([0, 0]), episode=torch.tensor([0, 1]))
-    advantages = trainer._aem_advantages(output, groups, stats, "train")
+    advantages = trainer._aem_advantages(output, groups, stats, "train").advantages
     means = torch.tensor([float(ent[r, k].mean()) for r in range(2) for k in range(2)])
     alpha = aem_coefficients(means, torch.zeros(4, dtype=torch.long))
     for row in range(2):

@@ -6,8 +6,8 @@ import pytest
 
 from trl_aem import AEMTrainer
 
-from ..conftest import length_reward
-from ..fake_vllm import FakeVLLMClient
+from .conftest import length_reward
+from .fake_vllm import FakeVLLMClient
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_vllm_without_recompute_pass_is_refused_with_aem_and_trains_without(
 
 @pytest.mark.parametrize("mode", ["trajectory", "step"])
 def test_multiturn_episodes_on_the_vllm_server_path(fake_vllm, make_model, make_config, tokenizer, mode):
-    from ..fake_envs import FixedTurnsEnv
+    from .fake_envs import FixedTurnsEnv
 
     config = make_config(
         use_vllm=True,

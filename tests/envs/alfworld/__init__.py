@@ -1,0 +1,1 @@
+"""AlfWorldEnv: the environment and its offline game generator."""

@@ -1,0 +1,1 @@
+"""SWEEnv and its parts: the sandbox, offline and real tasks, the local and Docker back ends."""

@@ -1,0 +1,1 @@
+"""WebShopEnv: the offline catalog and WebShop's real data files."""

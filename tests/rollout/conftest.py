@@ -1,0 +1,55 @@
+"""Multi-turn training through AEMTrainer: a trainer that keeps each generation batch's output, a fast config."""
+
+import math
+
+import pytest
+import torch
+
+from trl_aem import AEMTrainer
+
+
+class Recording(AEMTrainer):
+    """Keeps every generation batch's output (what TRL's loss consumes)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.outputs, self.episodes = [], []
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        self.outputs.append({k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in output.items()})
+        self.episodes.append(self.last_episodes)
+        return output
+
+
+@pytest.fixture
+def env_config(make_config):
+    def _config(**overrides):
+        params = dict(
+            max_completion_length=120,
+            max_turn_tokens=12,
+            max_turns=4,
+            max_steps=2,
+            env_step_timeout=5.0,
+            per_device_train_batch_size=8,
+            num_generations=4,
+        )
+        params.update(overrides)
+        return make_config(**params)
+
+    return _config
+
+
+def logged(trainer, key):
+    return [log[key] for log in trainer.state.log_history if key in log]
+
+
+def assert_every_logged_value_is_a_finite_number(trainer):
+    """What reaches loggers (W&B, TensorBoard, the card's curves) is a number: no None, NaN or inf."""
+    bad = {
+        (log.get("step"), key): value
+        for log in trainer.state.log_history
+        for key, value in log.items()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    }
+    assert not bad, bad

@@ -1,1 +1,0 @@
-"""The SWE sandbox against untrusted commands."""
