@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from trl_aem import aem_coefficients
-from trl_aem.aem import AEMStep, Responses, aem_step, collect_responses, modulated_advantages, scope_ids
+from trl_aem.aem import (
+    AEMStep,
+    Responses,
+    aem_step,
+    collect_responses,
+    modulate_batch,
+    modulated_advantages,
+    scope_ids,
+)
 from trl_aem.modulation import entropy_drift, response_spans
 
 NAN = float("nan")
@@ -180,3 +188,46 @@ def test_the_exchange_matrix_round_trips_exactly():
         torch.testing.assert_close(getattr(back, name), getattr(responses, name).double(), equal_nan=True)
     assert len(back) == 3
     assert len(Responses.from_matrix(torch.zeros(0, 7))) == 0
+
+
+def test_modulate_batch_runs_the_three_steps_on_trl_rows():
+    """modulate_batch on TRL's row layout equals collect -> aem_step -> modulated_advantages done by hand, takes this
+    process's share of a gathered batch, and leaves the base advantages alone for the control arm."""
+    b = _batch()
+    rows = {
+        "prompt_ids": b["prompt_ids"],
+        "prompt_mask": b["prompt_mask"],
+        "completion_ids": b["completion_ids"],
+        "completion_mask": torch.ones_like(b["loss_mask"]),
+        "tool_mask": b["loss_mask"],  # the loss mask is completion_mask * tool_mask
+        "advantages": b["advantages"],
+    }
+    stats = (b["token_entropy"], b["token_logp"])
+    config = type("Config", (), dict(use_aem=True, aem_lambda=1.0, aem_min_range=0.1, aem_scope="group",
+                                     aem_statistic="entropy"))  # fmt: skip
+    result = modulate_batch(rows, b["row_group"], b["row_episode"], stats, config)
+    responses, spans = collect_responses(
+        b["loss_mask"], b["advantages"], *stats, b["prompt_ids"], b["prompt_mask"], b["completion_ids"],
+        b["row_group"], b["row_episode"],
+    )  # fmt: skip
+    exchanged = Responses.from_matrix(responses.as_matrix())  # what the processes exchange (float64)
+    alpha = aem_step(exchanged).alpha
+    assert torch.equal(result.alpha, alpha)
+    assert torch.equal(result.advantages, modulated_advantages(b["advantages"], alpha, spans))
+    assert result.metrics == aem_step(exchanged).metrics
+
+    # another process holds two responses first: this process's alpha is the slice after them
+    other = Responses(*(getattr(responses, f)[:2] for f in ("entropy", "surprisal", "response_surprisal", "advantage",
+                                                          "group", "episode", "state")))  # fmt: skip
+    other.entropy = other.entropy + 5.0  # widen the group's range: alpha changes for everyone
+
+    def gather(local):
+        return torch.cat([other.as_matrix(), local]), 2
+
+    gathered = modulate_batch(rows, b["row_group"], b["row_episode"], stats, config, gather=gather)
+    full = Responses.from_matrix(torch.cat([other.as_matrix(), responses.as_matrix()]))
+    assert torch.equal(gathered.alpha, aem_step(full).alpha[2:])
+
+    config.use_aem = False
+    control = modulate_batch(rows, b["row_group"], b["row_episode"], stats, config)
+    assert control.alpha is None and control.advantages is b["advantages"] and "aem/drift" in control.metrics

@@ -98,6 +98,27 @@ def test_reward_functions_are_not_taken_for_an_environment(value):
     assert call["reward_funcs"] is value and call["env"] is None
 
 
+def test_reward_functions_whose_arguments_all_have_defaults_are_not_environments():
+    def keyword_defaults(prompts=None, completions=None):
+        return [0.0]
+
+    def any_keywords(**kwargs):
+        return [0.0]
+
+    for value in (keyword_defaults, any_keywords):
+        assert bind_trainer_arguments((value,), {}, None)["reward_funcs"] is value
+
+
+def test_two_environments_raise_typeerror():
+    with pytest.raises(TypeError, match="multiple values for argument 'env'"):
+        bind_trainer_arguments((KeywordEnv,), {}, KeywordEnv)
+
+
+def test_none_environment_with_reward_funcs_by_name_is_the_single_turn_form(grpo_config):
+    call = bind_trainer_arguments((None, grpo_config), {"reward_funcs": reward}, None)
+    assert call["env"] is None and call["reward_funcs"] is reward and call["args"] is grpo_config
+
+
 def test_a_builtin_environment_name_says_how_to_pass_the_environment(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match=r"'alfworld' would be read as a reward model id.*env=trl_aem\.envs\.get_env"):
         bind_trainer_arguments(("alfworld",), {}, None)
@@ -163,6 +184,8 @@ def test_no_config_gives_an_aem_config_named_after_the_model(make_model):
     model.config._name_or_path = "org/from-an-instance"
     config = as_aem_config(None, None, model)
     assert isinstance(config, AEMConfig) and config.output_dir == "from-an-instance-AEM" and config.use_aem
+    model.config._name_or_path = ""  # a model built in memory has no name
+    assert as_aem_config(None, None, model).output_dir == "model-AEM"
 
 
 def test_trainer_signature_is_grpotrainers_then_env_and_config():

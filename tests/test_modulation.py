@@ -175,7 +175,6 @@ def test_response_spans_and_means():
     assert spans.row.tolist() == [0, 0, 2]
     assert spans.start.tolist() == [0, 4, 0]
     assert spans.length.tolist() == [2, 1, 6]
-    assert spans.turn_index().tolist() == [0, 1, 0]
     assert spans.span_id[0].tolist() == [0, 0, -1, -1, 1, -1]
     values = torch.tensor([[1.0, 3.0, 9.0, 9.0, 5.0, 9.0], [0.0] * 6, [1.0, float("nan"), 1.0, 1.0, 1.0, 4.0]])
     means = span_means(values, spans)

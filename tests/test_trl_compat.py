@@ -11,11 +11,13 @@ import re
 from pathlib import Path
 
 import pytest
+import trl
 from trl import GRPOTrainer
 
 import trl_aem
 from trl_aem import AEMTrainer
-from trl_aem.trl_compat import OVERRIDES, PATCHES, temporarily
+from trl_aem.sampling import sample_with_statistics
+from trl_aem.trl_compat import OVERRIDES, PATCHES, TRL_VERSION, temporarily
 
 PACKAGE = Path(trl_aem.__file__).parent
 
@@ -64,17 +66,22 @@ def test_an_override_without_a_table_entry_is_found():
 
 
 def test_every_override_calls_super():
-    """Each override wraps TRL's method (the table says what it adds): it calls ``super()``, itself or in a method of
-    the trainer it delegates to (``_generate_single_turn`` -> ``_sample``)."""
+    """Each override wraps TRL's method (the table says what it adds): it calls ``super()``, or the TRL method itself
+    through a method or function it delegates to (``_generate_and_score_completions`` -> ``_score_with_trl``,
+    ``_generate_single_turn`` -> ``sampling.sample_with_statistics``)."""
     # TRL's card generator only reads templates from the trl package: the trl_aem card replaces it whole
     replaced = {"HubMixin.create_model_card"}
     for entry in set(OVERRIDES) - replaced:
         class_name, method = entry.split(".")
         cls = next(c for c in AEMTrainer.__mro__ if c.__name__ == class_name)
         source = inspect.getsource(vars(cls)[method])
-        helpers = re.findall(r"self\.(_?[a-z][a-z_]*)\(", source)
+        helpers = re.findall(r"self\.(_[a-z_]+)\(", source)  # methods of the trainer it delegates to
         sources = [source] + [inspect.getsource(getattr(AEMTrainer, h)) for h in helpers if hasattr(AEMTrainer, h)]
-        assert any("super()" in text for text in sources), f"{entry} does not call super()"
+        calls_trl = any("super()" in text for text in sources) or (
+            "sample_with_statistics(" in source
+            and f"GRPOTrainer.{method}(trainer" in inspect.getsource(sample_with_statistics)
+        )
+        assert calls_trl, f"{entry} does not call super()"
 
 
 def test_patch_table_matches_the_code():
@@ -114,3 +121,8 @@ def test_temporarily_restores_exactly():
     assert vars(holder)["value"] == 3
     with pytest.raises(KeyError, match="not in trl_aem.trl_compat.PATCHES"), temporarily("nope", holder, "value", 0):
         pass
+
+
+def test_table_is_for_the_installed_trl():
+    """The line numbers in the table are trl 1.16.0's; pyproject pins trl to that minor release."""
+    assert trl.__version__.split(".")[:2] == TRL_VERSION.split(".")[:2]

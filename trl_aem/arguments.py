@@ -42,12 +42,18 @@ def trainer_signature() -> inspect.Signature:
 def bind_trainer_arguments(positional: tuple, named: dict[str, Any], env: Any) -> dict[str, Any]:
     """GRPOTrainer's arguments by name (defaults filled in) plus ``env``, from a call in either form:
     ``AEMTrainer(model, reward_funcs, args, train_dataset, ...)`` as for ``GRPOTrainer``, or
-    ``AEMTrainer(model, env, config, ...)``, where an environment factory takes ``reward_funcs``' position."""
+    ``AEMTrainer(model, env, config, ...)``, where an environment factory takes ``reward_funcs``' position (a
+    ``None`` there with ``reward_funcs=`` given by name is the single-turn form without an environment)."""
     names = [p.name for p in GRPO_PARAMETERS]
     if len(positional) > len(names):
         raise TypeError(f"AEMTrainer takes at most {len(names) + 1} positional arguments, got {len(positional) + 1}")
     slots = list(names)
-    if positional and env is None and _is_env_factory(positional[0]):
+    if positional and _is_env_factory(positional[0]):
+        if env is not None:  # AEMTrainer(model, MyEnv, env=MyEnv): two environments
+            raise TypeError("AEMTrainer got multiple values for argument 'env'")
+        slots[0] = "env"
+    elif positional and positional[0] is None and "reward_funcs" in named and env is None:
+        # AEMTrainer(model, None, config, reward_funcs=...): no environment, the single-turn form
         slots[0] = "env"
     call: dict[str, Any] = dict(zip(slots[: len(positional)], positional, strict=True))
     for name, value in named.items():
@@ -56,18 +62,20 @@ def bind_trainer_arguments(positional: tuple, named: dict[str, Any], env: Any) -
         if name in call:
             raise TypeError(f"AEMTrainer got multiple values for argument {name!r}")
         call[name] = value
-    if env is not None and "env" in call:
-        raise TypeError("AEMTrainer got multiple values for argument 'env'")
     call.setdefault("env", env)
     for parameter in GRPO_PARAMETERS:
         call.setdefault(parameter.name, parameter.default)
     return call
 
 
+_REWARD_ARGUMENTS = ("prompts", "completions", "completion_ids")
+
+
 def _is_env_factory(value: Any) -> bool:
     """Whether the second positional argument is an environment factory rather than ``reward_funcs``: a class (reward
-    functions are functions or instances) or a callable that needs no argument (reward functions take the
-    completions). A built-in environment's name is refused: as a string it would be read as a reward model id."""
+    functions are functions or instances) or a callable that needs no argument and takes none of the keyword arguments
+    TRL passes reward functions (``prompts``, ``completions``, ``**kwargs``). A built-in environment's name is refused:
+    as a string it would be read as a reward model id."""
     if isinstance(value, str):
         from .envs import ENVIRONMENTS
 
@@ -84,6 +92,9 @@ def _is_env_factory(value: Any) -> bool:
     try:
         parameters = inspect.signature(value).parameters.values()
     except (TypeError, ValueError):  # no signature (some builtins): leave it to GRPOTrainer
+        return False
+    # TRL calls a reward function with `prompts=`, `completions=` and the dataset columns as keyword arguments
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD or p.name in _REWARD_ARGUMENTS for p in parameters):
         return False
     kinds = (
         inspect.Parameter.POSITIONAL_ONLY,
@@ -104,7 +115,8 @@ def as_aem_config(args: GRPOConfig | None, config: GRPOConfig | None, model) -> 
     config = args if args is not None else config
     if config is None:
         model_name = model if isinstance(model, str) else get_config_model_id(model.config)
-        return AEMConfig(f"{str(model_name).rstrip('/').split('/')[-1]}-AEM")
+        name = str(model_name or "").rstrip("/").split("/")[-1] or "model"  # a model built in memory has no name
+        return AEMConfig(f"{name}-AEM")
     if isinstance(config, AEMConfig):
         return config
     if not isinstance(config, GRPOConfig):

@@ -92,15 +92,6 @@ class ResponseSpans(NamedTuple):
     def num_spans(self) -> int:
         return int(self.row.numel())
 
-    def turn_index(self) -> torch.Tensor:
-        """``(S,)`` position of each span within its row (0 for the first response of a row)."""
-        if self.num_spans == 0:
-            return self.row.new_zeros(0)
-        first_of_row = torch.ones_like(self.row, dtype=torch.bool)
-        first_of_row[1:] = self.row[1:] != self.row[:-1]
-        block_start = torch.cummax(torch.where(first_of_row, torch.arange(self.num_spans), 0), dim=0).values
-        return torch.arange(self.num_spans) - block_start
-
 
 def response_spans(mask: torch.Tensor) -> ResponseSpans:
     """Split every row of a ``(B, T)`` 0/1 mask into its runs of ones.
