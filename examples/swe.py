@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from trl import TrlParser
 
 from trl_aem import AEMConfig
+from trl_aem.cli import parse_config
 from trl_aem.envs import SWEEnv
 from trl_aem.recipes import train_and_save, warm_start_policy
 
@@ -54,7 +55,9 @@ def main() -> None:
             "--config",
             os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "swe_cpu.yaml"),
         ]
-    args, config = TrlParser((SWEArguments, AEMConfig)).parse_args_and_config()
+    # strict: a misspelled field (file or command line) stops with the closest one instead of being ignored
+    parser = TrlParser((SWEArguments, AEMConfig), allow_abbrev=False)
+    args, config = parse_config(parser, sys.argv[1:], prog="examples/swe.py")
     # max_steps = max_turns: an episode that never submits is still judged on its final state
     env = functools.partial(
         SWEEnv,

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .envs.pool import EnvPool
+from .envs.pool import EnvFailedError, EnvPool
 from .rollout.engine import Generated, RolloutEngine
 from .rollout.episode import Episode
 from .rollout.prompts import ChatFormatter
@@ -186,12 +186,20 @@ def evaluate(
     trained model's own are in its ``aem_env.json``, see :func:`read_env_settings`), with any
     :class:`RolloutSettings` field overridden by keyword (``max_turns=2``, ``rollout_mode="step"``, ...).
     ``num_workers`` (default: the settings' ``num_env_workers``) environments step in parallel, in workers of the
-    settings' ``env_worker_type``."""
+    settings' ``env_worker_type``.
+
+    The environment is held to the contract as in training: a wrong return type raises
+    :class:`~trl_aem.envs.EnvContractError`; an environment that cannot be created, whose ``tasks`` raises (other
+    than the ValueError/KeyError of a missing split), or that fails every episode raises
+    :class:`~trl_aem.envs.pool.EnvFailedError`; single faulted episodes count in ``errors``/``timeouts``."""
     unknown = set(setting_overrides) - {f.name for f in dataclasses.fields(RolloutSettings)}
     if unknown:
         raise TypeError(f"evaluate() got unexpected keyword arguments {sorted(unknown)}")
     settings = dataclasses.replace(settings or RolloutSettings(), rollout_waves=1, **setting_overrides)
-    probe = env()
+    try:
+        probe = env()
+    except Exception as error:  # noqa: BLE001 - one line naming the environment's own error
+        raise EnvFailedError(f"the environment could not be created: {type(error).__name__}: {error}") from error
     try:
         system_prompt = getattr(probe, "system_prompt", None)
         history_observation = getattr(probe, "history_observation", None)
@@ -199,15 +207,21 @@ def evaluate(
         if not callable(tasks_fn):
             raise ValueError("the environment has no tasks(split) method to evaluate on")
         tasks: list[dict] = []
-        if split:  # an explicit split: its own errors surface as they are
-            tasks = list(tasks_fn(split) or [])
+        if split:  # an explicit split: the environment lacks it when tasks() raises ValueError/KeyError
+            try:
+                tasks = _tasks_of(tasks_fn, split)
+            except (ValueError, KeyError) as error:
+                raise ValueError(
+                    f"the environment has no {split!r} split: env.tasks({split!r}) raised {type(error).__name__}: "
+                    f"{error}"
+                ) from error
         else:
             # the first of eval/test/train the environment has; an environment says it lacks a split by
             # raising ValueError/KeyError (or returning nothing), and any other error is a real failure
             skipped = []
             for candidate in SPLITS:
                 try:
-                    tasks = list(tasks_fn(candidate) or [])
+                    tasks = _tasks_of(tasks_fn, candidate)
                 except (ValueError, KeyError) as error:
                     skipped.append(f"{candidate} ({type(error).__name__}: {error})")
                     continue
@@ -251,7 +265,25 @@ def evaluate(
     finally:
         pool.close()
         model.train(was_training)
+    faulted = [e for e in report.episodes if e.faulted]
+    if faulted and len(faulted) == len(report.episodes):
+        first = (faulted[0].error or faulted[0].ending or "").strip().split("\n", 1)[0]
+        raise EnvFailedError(
+            f"every episode of the evaluation ({len(faulted)}) ended in an environment error or timeout, so there "
+            f"is nothing to report; the first: {first}"
+        )
     return report
+
+
+def _tasks_of(tasks_fn: Callable[[str], Any], split: str) -> list[dict]:
+    """``env.tasks(split)`` as a list. A ValueError/KeyError (how an environment says it lacks a split) propagates;
+    anything else it raises is an :class:`EnvFailedError` naming it."""
+    try:
+        return list(tasks_fn(split) or [])
+    except (ValueError, KeyError):
+        raise
+    except Exception as error:  # noqa: BLE001 - one line naming the environment's own error
+        raise EnvFailedError(f"env.tasks({split!r}) raised {type(error).__name__}: {error}") from error
 
 
 def save_report(report: EvalReport, path: str | os.PathLike) -> None:

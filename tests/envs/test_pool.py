@@ -4,8 +4,9 @@ import time
 
 import pytest
 
-from trl_aem.envs import EnvCall, EnvPool, StepResult
+from trl_aem.envs import EnvCall, EnvContractError, EnvPool, StepResult
 from trl_aem.envs.keyword import KeywordEnv
+from trl_aem.envs.pool import call_env
 
 from ..fake_envs import make_faulty_tasks
 
@@ -72,3 +73,55 @@ def test_unpicklable_factory_is_a_clear_error_in_process_mode():
         EnvPool(lambda: KeywordEnv(), worker_type="process")
     with pytest.raises(ValueError, match="worker_type"):
         EnvPool(KeywordEnv, worker_type="fiber")
+
+
+class _Gym4(KeywordEnv):
+    def step(self, action):
+        result = super().step(action)
+        return result.observation, result.reward, result.done, None  # gym-like; info None
+
+
+class _OddReturns(KeywordEnv):
+    def expert_action(self):
+        return ["not", "a", "string"]
+
+    def admissible_actions(self):
+        return "apple"  # a str, not a list of str
+
+
+def test_call_env_is_the_one_contract_check():
+    """Every caller (pool workers, demonstrations) checks returns through call_env: a 4-tuple is a StepResult with a
+    float reward and a dict info; other types are one-line contract errors."""
+    env = _Gym4()
+    assert call_env(env, "reset", {"words": ["apple"]}).endswith("Say the word apple.")
+    result = call_env(env, "step", "<action>apple</action>")
+    assert result == StepResult("Done.", 1.0, True, {}) and isinstance(result.reward, float)
+    odd = _OddReturns()
+    odd.reset({"words": ["apple"]})
+    for method, message in [
+        (
+            "expert_action",
+            "env.expert_action must return the action as str (or None: no move), got list ['not', 'a', 'string']",
+        ),
+        ("admissible_actions", "env.admissible_actions must return a list of str, got 'apple'"),
+    ]:
+        with pytest.raises(EnvContractError) as raised:
+            call_env(odd, method)
+        assert str(raised.value) == message
+    with pytest.raises(ValueError, match="unknown env method 'fly'"):
+        call_env(env, "fly")
+
+
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_the_pool_coerces_a_gym_step_and_reports_a_reason(worker_type):
+    pool = EnvPool(_Gym4, worker_type=worker_type, max_workers=2, timeout=30)
+    try:
+        pool.run(
+            [EnvCall(0, "reset", {"words": ["apple"]}), EnvCall(1, "reset", {"words": ["apple"], "fault": "raise"})]
+        )
+        ok, fault = pool.run([EnvCall(0, "step", "<action>apple</action>"), EnvCall(1, "step", "x")])
+        assert ok.ok and ok.value.info == {} and ok.value.done and ok.reason == ""
+        assert fault.status == "error" and fault.reason == "RuntimeError: the environment broke"
+        assert "\n" in fault.error  # the traceback stays in `error`, `reason` is its first line
+    finally:
+        pool.close()

@@ -97,3 +97,25 @@ def test_importing_the_environments_stays_light():
     )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_a_users_environment_imports_from_the_current_directory(tmp_path, monkeypatch):
+    """`trl-aem --env mymod:MyEnv` runs as a console script, whose sys.path lacks the current directory: the module is
+    imported from there as `python -m` would; errors name the spec and the closest attribute."""
+    (tmp_path / "cwd_env_module.py").write_text(
+        "from trl_aem.envs.keyword import KeywordEnv\n\nclass MyEnv(KeywordEnv):\n    pass\n\nNOT_A_FACTORY = 3\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p and os.path.abspath(p) != str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "cwd_env_module", raising=False)
+    factory, display = resolve_env("cwd_env_module:MyEnv")
+    assert factory.__name__ == "MyEnv" and display == "my" and sys.path[0] == str(tmp_path)
+    assert "Say the word" in factory().reset({"words": ["cup"]})
+    with pytest.raises(AttributeError, match="cwd_env_module has no 'MyEnvv'; did you mean MyEnv?"):
+        resolve_env("cwd_env_module:MyEnvv")
+    with pytest.raises(TypeError, match=r"is not callable \(int\)"):
+        resolve_env("cwd_env_module:NOT_A_FACTORY")
+    with pytest.raises(ImportError, match="cannot import the environment 'no_such_module_here:X': No module named"):
+        resolve_env("no_such_module_here:X")
+    with pytest.raises(ValueError, match="write module:attribute"):
+        resolve_env("cwd_env_module:")

@@ -20,8 +20,9 @@ ACTION_FORMAT = (
 
 class EnvContractError(TypeError):
     """An environment broke the :class:`TextEnv` contract (``reset`` did not return a ``str``, ``step`` did not
-    return a :class:`StepResult`): a bug of the environment, which every episode would hit, so training stops at
-    once with this message instead of ending every episode as an error."""
+    return a :class:`StepResult` or a gym-like 4-tuple): a bug of the environment, which every episode would hit, so
+    training, evaluation and demonstrations stop at once with this message instead of ending every episode as an
+    error."""
 
 
 @dataclass
@@ -47,7 +48,18 @@ class TextEnv(Protocol):
     """A text environment, one instance per concurrently running episode.
 
     Required: ``reset(task) -> str`` (the first observation, including the goal) and
-    ``step(action) -> StepResult`` where ``action`` is the model's raw response text. Optional attributes
+    ``step(action) -> StepResult`` where ``action`` is the model's raw response text.
+
+    The contract is checked, identically, wherever an environment is played (training, ``evaluate()``, ``trl-aem
+    eval`` and the expert demonstrations of a warm start; :func:`trl_aem.envs.pool.call_env`): a ``step`` may also
+    return a gym-like 4-tuple ``(observation, reward, done, info)``, read as a :class:`StepResult`; ``reward`` is
+    converted to ``float``, ``done`` to ``bool`` and an ``info`` of ``None`` to ``{}``. Anything else of the wrong
+    type (a non-``str`` observation, gymnasium's 5-tuple, a ``reward`` that is not a number, an ``info`` that is not
+    a dict, an ``expert_action()`` that is neither ``str`` nor ``None``) raises :class:`EnvContractError` and stops
+    the run at once. An environment that *raises* (or hangs past ``env_step_timeout``) only ends its episode; when
+    every episode fails, :class:`trl_aem.envs.pool.EnvFailedError` says so in one line.
+
+    Optional attributes
     the trainer uses when present: ``system_prompt: str``, ``tasks(split) -> list[dict]``,
     ``expert_action() -> str | None``, ``close()``, ``history_observation(observation) -> str`` (a pure
     function: how an observation reads in a step-mode prompt once it is history; ALFWorld and WebShop drop

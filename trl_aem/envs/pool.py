@@ -14,6 +14,12 @@ list of calls (``reset`` or ``step`` on some slots) and gets one :class:`EnvOutc
 
 At most ``max_workers`` calls run at once. Nothing an environment does can raise out of :meth:`run`,
 except a configuration error (an environment factory that cannot be pickled in process mode).
+
+Every call of an environment goes through :func:`call_env`, the one place that checks what it returns against the
+contract (and coerces what the contract accepts: a gym-like 4-tuple from ``step``): the trainer's rollouts,
+``evaluate()`` and the expert demonstrations (:func:`trl_aem.rollout.collect_demonstrations`) all play through a
+pool, so an environment behaves the same everywhere. :class:`EnvFailedError` is what a caller raises when an
+environment fails every episode it is given (each one's ``reset`` or ``step`` raised or timed out).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +45,12 @@ __all__ = [
     "DEFAULT_STEP_TIMEOUT",
     "DEFAULT_WORKER_TYPE",
     "WORKER_TYPES",
+    "ENV_METHODS",
     "EnvCall",
+    "EnvFailedError",
     "EnvOutcome",
     "EnvPool",
+    "call_env",
     "coerce_step_result",
 ]
 
@@ -55,12 +64,23 @@ DEFAULT_MAX_WORKERS = 8
 DEFAULT_STEP_TIMEOUT = 60.0  # seconds
 
 _SHUTDOWN = None
+# what a pool call may ask of an environment: the contract's reset and step, the expert's moves for demonstrations,
+# and close
+ENV_METHODS = ("reset", "step", "expert_action", "admissible_actions", "close")
 STARTUP_SECONDS = 120.0  # a new worker process may take this long to import before its first call's clock starts
+
+
+class EnvFailedError(RuntimeError):
+    """The environment failed every episode it was given: each one's ``reset`` or ``step`` raised, timed out or
+    killed its worker, so there is nothing to learn from (the trainer after three such generation batches, the expert
+    demonstrations after all their episodes, ``evaluate()`` after all of its). The message is one line naming the
+    first failure; a single faulted episode is not an error (it ends, and the others go on)."""
 
 
 @dataclass
 class EnvCall:
-    """``method`` (``"reset"`` or ``"step"``) to run on the environment of ``slot`` with ``arg``."""
+    """``method`` (one of :data:`ENV_METHODS`, usually ``"reset"`` or ``"step"``) to run on the environment of
+    ``slot`` with ``arg`` (ignored by the methods that take no argument)."""
 
     slot: int
     method: str
@@ -78,10 +98,16 @@ class EnvOutcome:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def reason(self) -> str:
+        """The first line of ``error`` (what went wrong, without the traceback), ``""`` for a call that returned."""
+        return (self.error or "").strip().split("\n", 1)[0]
+
 
 def coerce_step_result(value: Any) -> StepResult:
-    """Accept a :class:`StepResult` (or a gym-like ``(observation, reward, done, info)`` tuple); reject anything
-    else with an :class:`EnvContractError` naming what was returned and what to return instead."""
+    """Accept a :class:`StepResult` (or a gym-like ``(observation, reward, done, info)`` tuple, read as one); reject
+    anything else with an :class:`EnvContractError` naming what was returned and what to return instead. The result
+    is normalised: ``reward`` a float, ``done`` a bool, ``info`` a dict (``None`` reads as ``{}``)."""
     if isinstance(value, tuple) and len(value) == 4:
         value = StepResult(*value)
     if isinstance(value, tuple) and len(value) == 5:
@@ -102,6 +128,10 @@ def coerce_step_result(value: Any) -> StepResult:
         raise EnvContractError(f"StepResult.reward must be a number, got {value.reward!r}") from error
     if reward != reward or reward in (float("inf"), float("-inf")):
         raise ValueError(f"StepResult.reward must be finite, got {value.reward!r}")
+    if value.info is not None and not isinstance(value.info, Mapping):
+        raise EnvContractError(
+            f"StepResult.info must be a dict, got {type(value.info).__name__} {_preview(value.info)}"
+        )
     return StepResult(value.observation, reward, bool(value.done), dict(value.info or {}))
 
 
@@ -110,7 +140,11 @@ def _preview(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _call(env: Any, method: str, arg: Any) -> Any:
+def call_env(env: Any, method: str, arg: Any = None) -> Any:
+    """``env.<method>(...)`` checked against the :class:`~trl_aem.envs.TextEnv` contract: ``reset`` must return a
+    ``str``, ``step`` a :class:`StepResult` (:func:`coerce_step_result`), ``expert_action`` a ``str`` or ``None``,
+    ``admissible_actions`` a list of ``str``. A wrong type raises :class:`EnvContractError`; whatever the environment
+    itself raises propagates."""
     if method == "reset":
         observation = env.reset(arg)
         if not isinstance(observation, str):
@@ -121,6 +155,20 @@ def _call(env: Any, method: str, arg: Any) -> Any:
         return observation
     if method == "step":
         return coerce_step_result(env.step(arg))
+    if method == "expert_action":
+        action = env.expert_action()
+        if action is not None and not isinstance(action, str):
+            raise EnvContractError(
+                f"env.expert_action must return the action as str (or None: no move), got {type(action).__name__} "
+                f"{_preview(action)}"
+            )
+        return action
+    if method == "admissible_actions":
+        returned = env.admissible_actions()
+        actions = list(returned) if isinstance(returned, (list, tuple)) else None
+        if actions is None or not all(isinstance(a, str) for a in actions):
+            raise EnvContractError(f"env.admissible_actions must return a list of str, got {_preview(returned)}")
+        return actions
     if method == "close":
         close = getattr(env, "close", None)
         return close() if callable(close) else None
@@ -153,7 +201,7 @@ class _ThreadWorker:
             try:
                 if env is None:
                     env = factory()
-                results.put((self.slot, self.epoch, "ok", _call(env, method, arg)))
+                results.put((self.slot, self.epoch, "ok", call_env(env, method, arg)))
             except EnvContractError as error:
                 results.put((self.slot, self.epoch, "contract", str(error)))
             except BaseException as error:  # noqa: BLE001 - an env fault must not escape its worker
@@ -199,7 +247,7 @@ def _process_main(factory_bytes: bytes, conn) -> None:
                 raise RuntimeError(f"could not unpickle the environment factory: {factory_error}")
             if env is None:
                 env = factory()
-            reply = ("ok", _call(env, method, arg))
+            reply = ("ok", call_env(env, method, arg))
         except EnvContractError as error:
             reply = ("contract", str(error))
         except BaseException as error:  # noqa: BLE001

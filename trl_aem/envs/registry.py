@@ -11,7 +11,10 @@ sandbox's dependencies.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,6 +143,44 @@ def _load(target: str) -> Callable[[], Any]:
     return value
 
 
+def _load_user(spec: str) -> Callable[[], Any]:
+    """A user's ``module:attribute`` factory, importable from the current directory as with ``python -m`` (the
+    ``trl-aem`` console script does not put the current directory on ``sys.path``; ``python -m trl_aem.cli`` does).
+    Errors name the spec and where the module was looked for."""
+    module, attribute = spec.split(":", 1)
+    if not module or not attribute:
+        raise ValueError(f"environment {spec!r}: write module:attribute, e.g. my_envs:MyEnv")
+    top = module.split(".")[0]
+    try:
+        value: Any = importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        cwd = os.getcwd()
+        if error.name != top or any(os.path.abspath(p or ".") == cwd for p in sys.path):
+            raise ImportError(f"cannot import the environment {spec!r}: {error}") from error
+        sys.path.insert(0, cwd)  # as `python -m` does; spawned environment workers inherit it
+        importlib.invalidate_caches()
+        try:
+            value = importlib.import_module(module)
+        except ModuleNotFoundError as again:
+            raise ImportError(
+                f"cannot import the environment {spec!r}: {again} (looked in the current directory {cwd} and on "
+                "sys.path)"
+            ) from again
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            public = sorted(n for n in dir(value) if not n.startswith("_"))
+            close = difflib.get_close_matches(part, public, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise AttributeError(f"environment {spec!r}: {getattr(value, '__name__', value)!s} has no {part!r}{hint}")
+        value = getattr(value, part)
+    if not callable(value):
+        raise TypeError(
+            f"environment {spec!r} is not callable ({type(value).__name__}): give a class or a function that returns "
+            "an environment"
+        )
+    return value
+
+
 def _unknown(name: str) -> ValueError:
     return ValueError(f"unknown environment {name!r}; built-in environments: {', '.join(sorted(SPECS))}")
 
@@ -164,7 +205,7 @@ def resolve_env(spec: str) -> tuple[Callable[[], Any], str]:
         raise ValueError(
             f"unknown environment {spec!r}: use a built-in name ({', '.join(sorted(SPECS))}) or module:attribute"
         )
-    factory = _load(spec)
+    factory = _load_user(spec)
     attribute = spec.split(":", 1)[1]
     display = getattr(factory, "env_name", None) or attribute.split(".")[-1].lower().removesuffix("env") or "env"
     return factory, display

@@ -315,6 +315,19 @@ def _last(log_history: Sequence[dict], key: str) -> tuple[float | None, int | No
     return None, None
 
 
+def _before_training(log_history: Sequence[dict], keys: list[str]) -> list[float | None] | None:
+    """The values of ``keys`` in the first log entry at step 0 that has ``keys[0]`` (an evaluation before training),
+    or ``None`` when there is none."""
+    for entry in log_history:
+        value = entry.get(keys[0])
+        if entry.get("step", 0) == 0 and isinstance(value, (int, float)) and math.isfinite(value):
+            return [
+                float(entry[key]) if isinstance(entry.get(key), (int, float)) and math.isfinite(entry[key]) else None
+                for key in keys
+            ]
+    return None
+
+
 def eval_results_from_metrics(metrics: dict[str, float], *, env_name: str, split: str) -> list[EvalResult]:
     """model-index entries (success rate, return, turns) of one environment evaluation.
 
@@ -466,17 +479,32 @@ def card_context(
         )
     eval_values = [_last(history, f"eval_{key}") for _, key, _ in columns]
     eval_results: list[EvalResult] = []
+    before = _before_training(history, [f"eval_{key}" for _, key, _ in columns])
+    if eval_values[0][0] is None or not eval_values[0][1]:
+        before = None  # no evaluation after a training step to compare with
+    if before is not None:
+        # an evaluation before any training step (`trl-aem train --env`, the quickstart): the starting point
+        results_rows.append(
+            {
+                "split": "eval, before RL",
+                "cells": [
+                    fmt.format(v) if v is not None else "-" for v, (_, _, fmt) in zip(before, columns, strict=True)
+                ],
+            }
+        )
+        notes.append("eval, before RL: the same evaluation at step 0, before any RL step")
     if eval_values[0][0] is not None:
         results_rows.append(
             {
-                "split": "eval",
+                "split": "eval, after RL" if before is not None else "eval",
                 "cells": [
                     fmt.format(v) if v is not None else "-"
                     for (v, _), (_, _, fmt) in zip(eval_values, columns, strict=True)
                 ],
             }
         )
-        notes.append(f"eval: the trainer's evaluation at step {eval_values[0][1]}")
+        label = "eval, after RL" if before is not None else "eval"
+        notes.append(f"{label}: the trainer's evaluation at step {eval_values[0][1]}")
         if env:
             metrics = {
                 key.split("/")[-1]: value
@@ -569,15 +597,42 @@ def card_data(context: dict[str, Any]) -> ModelCardData:
 
 def render_card(context: dict[str, Any], template: str | None = None) -> ModelCard:
     """Render ``context`` (see :func:`card_context`) with the package template into a ``ModelCard``."""
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    environment = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        finalize=_mark_missing,  # a field whose value is None: marked, reported below, then written as before
+    )
     environment.filters["capitalize_first"] = lambda text: text[:1].upper() + text[1:]
     body = environment.from_string(template or load_template()).render(
         **context, card_data=card_data(context).to_yaml()
     )
     body = re.sub(r"\n{3,}", "\n\n", body)  # conditional blocks leave blank runs
-    if re.search(r"\bNone\b", body.split("\n---\n", 1)[-1]):
-        logger.warning("model card: a field rendered as 'None'; please report this as a trl_aem bug")
-    return ModelCard(body)
+    missing = [_where(body, match.start()) for match in re.finditer(re.escape(_MISSING), body)]
+    if missing:
+        logger.warning(
+            "model card: %d field(s) rendered as 'None' (a value the card lacks), at: %s; please report this as a "
+            "trl_aem bug",
+            len(missing),
+            "; ".join(missing),
+        )
+    return ModelCard(body.replace(_MISSING, "None"))
+
+
+# what `_mark_missing` writes for a template field whose value is None: only fields the template prints can be
+# unrendered values; text that merely contains "None" (an environment's observation, a Python snippet's
+# `dataset=None` argument) is content, not a missing value
+_MISSING = "\x00trl-aem:missing\x00"
+
+
+def _mark_missing(value: Any) -> Any:
+    return _MISSING if value is None else value
+
+
+def _where(body: str, position: int) -> str:
+    """The rendered text just before ``position`` on its line, to name where a missing value landed."""
+    line = body[body.rfind("\n", 0, position) + 1 : position].replace(_MISSING, "None").strip()
+    return repr(line[-60:] or body[max(0, position - 60) : position].replace(_MISSING, "None").strip())
 
 
 def write_model_card(

@@ -1,8 +1,10 @@
-"""Write environment evaluation results into a model card on the Hub: its ``model-index`` and results table."""
+"""Write environment evaluation results into a model card, on the Hub or in a local model folder: its ``model-index``
+and results table."""
 
 from __future__ import annotations
 
 import datetime
+import os
 import re
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
@@ -10,7 +12,14 @@ from huggingface_hub.errors import EntryNotFoundError
 
 from .card import EVAL_MARKERS, eval_results_from_metrics
 
-__all__ = ["carry_over_cli_evaluations", "merge_eval_results", "update_eval_block", "push_eval_results"]
+__all__ = [
+    "carry_over_cli_evaluations",
+    "merge_eval_results",
+    "push_eval_results",
+    "update_eval_block",
+    "with_eval_results",
+    "write_eval_results",
+]
 
 _HEADER = [
     "| Environment | Split | Episodes | Success rate | Return | Turns | Invalid-action rate | Date |",
@@ -43,6 +52,29 @@ def update_eval_block(text: str, row: str, env_name: str, split: str) -> str:
     return f"{head}{start}{new_block}{end}{tail}"
 
 
+def with_eval_results(
+    card: ModelCard, metrics: dict[str, float], *, env_name: str, split: str, episodes: int, model_name: str
+) -> ModelCard:
+    """``card`` with one evaluation merged in: its ``model-index`` entries (replacing those of the same environment,
+    split and metric) and its row of the ``trl-aem eval`` results table. ``metrics`` holds ``success_rate``,
+    ``return``, ``turns`` and ``invalid_rate``; ``model_name`` names the model-index when the card has no name."""
+    data = card.data
+    if not getattr(data, "model_name", None):
+        data.model_name = model_name
+    data.eval_results = merge_eval_results(
+        data.eval_results, eval_results_from_metrics(metrics, env_name=env_name, split=split)
+    )
+    cells = [f"{metrics[k]:.3f}" if k in metrics else "-" for k in ("success_rate", "return", "turns", "invalid_rate")]
+    today = datetime.date.today().isoformat()
+    row = f"| `{env_name}` | {split} | {episodes} | " + " | ".join(cells) + f" | {today} |"
+    body = update_eval_block(card.text, row, env_name, split)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{_strip_leading_newline(body)}")
+
+
+def _new_card(title: str) -> ModelCard:
+    return ModelCard(f"---\n{ModelCardData(library_name='transformers').to_yaml()}\n---\n\n# {title}\n")
+
+
 def push_eval_results(
     repo_id: str,
     metrics: dict[str, float],
@@ -58,18 +90,10 @@ def push_eval_results(
     try:
         card = ModelCard.load(repo_id, token=token)
     except EntryNotFoundError:  # a repository without a card: start a minimal one
-        card = ModelCard(f"---\n{ModelCardData(library_name='transformers').to_yaml()}\n---\n\n# {repo_id}\n")
-    data = card.data
-    if not getattr(data, "model_name", None):
-        data.model_name = repo_id.split("/")[-1]
-    data.eval_results = merge_eval_results(
-        data.eval_results, eval_results_from_metrics(metrics, env_name=env_name, split=split)
+        card = _new_card(repo_id)
+    card = with_eval_results(
+        card, metrics, env_name=env_name, split=split, episodes=episodes, model_name=repo_id.split("/")[-1]
     )
-    cells = [f"{metrics[k]:.3f}" if k in metrics else "-" for k in ("success_rate", "return", "turns", "invalid_rate")]
-    today = datetime.date.today().isoformat()
-    row = f"| `{env_name}` | {split} | {episodes} | " + " | ".join(cells) + f" | {today} |"
-    body = update_eval_block(card.text, row, env_name, split)
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{_strip_leading_newline(body)}")
     # HfApi() rather than ModelCard.push_to_hub, which uses huggingface_hub's module-level client (its endpoint is
     # fixed when huggingface_hub is imported)
     HfApi(token=token).upload_file(
@@ -79,6 +103,19 @@ def push_eval_results(
         revision=revision,
         commit_message=f"trl-aem eval: {env_name} ({split}, {episodes} episodes)",
     )
+    return card
+
+
+def write_eval_results(
+    folder: str | os.PathLike, metrics: dict[str, float], *, env_name: str, split: str, episodes: int
+) -> ModelCard:
+    """Merge one evaluation into the card of a local model folder (its ``README.md``: ``model-index`` and the
+    results table, as :func:`push_eval_results` does on the Hub), starting a minimal card when it has none."""
+    path = os.path.join(folder, "README.md")
+    name = os.path.basename(os.path.abspath(folder))
+    card = ModelCard.load(path) if os.path.isfile(path) else _new_card(name)
+    card = with_eval_results(card, metrics, env_name=env_name, split=split, episodes=episodes, model_name=name)
+    card.save(path)
     return card
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from ..envs.pool import EnvPool
+from ..envs.pool import EnvFailedError, EnvPool
 from ..gigpo import default_state_key
 from ..sampling import sample_with_statistics
 from ..trl_compat import temporarily
@@ -228,7 +228,7 @@ class PlayingMixin:
         self._faulted_batches = self._faulted_batches + 1 if total and faulted == total else 0
         if self._faulted_batches >= MAX_FAULTED_BATCHES:
             first = next((e.error for e in episodes if e.faulted), "on another process") or ""
-            raise RuntimeError(
+            raise EnvFailedError(
                 f"every episode of the last {MAX_FAULTED_BATCHES} generation batches ended in an environment error "
                 f"or timeout, so there is nothing to train on; the first: {first.splitlines()[0]}"
             )
