@@ -421,7 +421,7 @@ def test_trl_aem_package_is_masked_where_it_would_be_visible(monkeypatch):
         # invisible even unhidden; elsewhere it is visible now, and only the mask keeps the package out
         rw_tmp, ro_hide = box._hidden_dirs(os.path.realpath(box.root))
         private = any(sandbox_module._under(os.path.realpath(package), d) for d in rw_tmp + ro_hide)
-        visible = box.run(f"ls {os.path.dirname(package)}").output.strip()
+        visible = box.run(f"ls {os.path.dirname(package)} 2>/dev/null").output.strip()
         assert bool(visible) != private, visible  # the checkout is visible now (unless it lies in a hidden place)...
         masked = box.run(probe).output
     for output in (hidden, masked):  # ...but not the package: empty, no task file
