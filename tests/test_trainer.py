@@ -295,6 +295,32 @@ def test_the_environment_form_still_works(make_model, make_config, tokenizer):
     assert parameters[:4] == ["self", "model", "reward_funcs", "args"] and parameters[-2:] == ["env", "config"]
 
 
+def test_tiny_is_a_model_built_offline(make_config, tokenizer, prompt_dataset, tmp_path, monkeypatch):
+    """``AEMTrainer("tiny", env, config)`` downloads nothing: the tiny model, its tokenizer trained on the environment's
+    text (the environment has an expert) and passed as processing_class; sized for a tokenizer given; the default
+    tokenizer for single-turn training; a local folder named ``tiny`` is still loaded as a folder."""
+    from trl_aem.envs import KeywordEnv
+
+    config = make_config(max_turns=2, rollout_mode="step", max_turn_tokens=8, max_steps=1)
+    trainer = AEMTrainer("tiny", KeywordEnv, config)
+    observation = KeywordEnv().reset(KeywordEnv().tasks("train")[0])
+    assert len(trainer.processing_class(observation).input_ids) < len(tokenizer(observation).input_ids)
+    assert trainer.model.config.vocab_size == len(trainer.processing_class)
+    trainer.train()
+    assert trainer.state.global_step == 1 and logged(trainer, "env/success_rate")
+
+    given = AEMTrainer("tiny", KeywordEnv, config, processing_class=tokenizer)
+    assert given.processing_class is tokenizer and given.model.config.vocab_size == len(tokenizer)
+    single = AEMTrainer("tiny", length_reward, config, prompt_dataset)
+    assert single.env_factory is None and single.model.config.vocab_size == len(tokenizer)
+
+    single.model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    saved = AEMTrainer("tiny", length_reward, config, prompt_dataset)
+    assert saved.model.config.name_or_path == "tiny"
+
+
 def test_continuous_batching_control_arm_trains_and_aem_uses_trls_recompute_pass(
     make_model, make_config, tokenizer, prompt_dataset
 ):

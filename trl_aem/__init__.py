@@ -7,14 +7,20 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = ["AEMConfig", "AEMTrainer", "aem_coefficients", "__version__"]
+__all__ = ["AEMConfig", "AEMTrainer", "aem_coefficients", "warm_start_policy", "__version__"]
 
 # Lazy exports: environment worker processes import `trl_aem.envs` without paying for torch/TRL.
-_EXPORTS = {"AEMConfig": ".config", "AEMTrainer": ".trainer", "aem_coefficients": ".modulation"}
+_EXPORTS = {
+    "AEMConfig": ".config",
+    "AEMTrainer": ".trainer",
+    "aem_coefficients": ".modulation",
+    "warm_start_policy": ".recipes",  # a model ready for RL in an environment, e.g. the offline tiny one + SFT
+}
 
 if TYPE_CHECKING:
     from .config import AEMConfig
     from .modulation import aem_coefficients
+    from .recipes import warm_start_policy
     from .trainer import AEMTrainer
 
 

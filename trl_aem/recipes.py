@@ -1,5 +1,6 @@
-"""Building blocks the example scripts share: model loading with the offline ``"tiny"`` option, and an
-SFT cold start on expert demonstrations with TRL's ``SFTTrainer``."""
+"""Building blocks the example scripts share: model loading with the offline ``"tiny"`` option (also what
+``AEMTrainer("tiny", env, config)`` builds, :func:`tiny_policy`), and an SFT cold start on expert demonstrations
+with TRL's ``SFTTrainer``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from .envs.registry import SPECS, EnvSpec
 
 __all__ = [
+    "TINY_MODEL",
     "STEP_MODE_BUDGETS",
     "STEP_MODE_HISTORY",
     "TINY_SCHEDULES",
@@ -22,9 +24,14 @@ __all__ = [
     "make_policy",
     "sft_cold_start",
     "step_mode_config",
+    "tiny_policy",
     "train_and_save",
     "warm_start_policy",
 ]
+
+# the model name that builds a small model offline (trl_aem.tiny) instead of loading one: `AEMTrainer("tiny", ...)`,
+# `trl-aem train --model_name_or_path tiny`, `make_policy("tiny")`
+TINY_MODEL = "tiny"
 
 # Views of the environments' specs (trl_aem.envs.registry.SPECS, where the values live), for the built-in
 # environments with a step-mode budget of their own: max turns, tokens per response
@@ -53,7 +60,7 @@ def make_policy(
     environment's own text tokenizes into far fewer pieces) and sized by ``tiny_model_kwargs``
     (``hidden_size``, ``num_layers``, ...); anything else is passed on as a Hub id or path (tokenizer
     ``None``: the trainer loads it)."""
-    if model_name_or_path != "tiny":
+    if model_name_or_path != TINY_MODEL:
         if corpus is not None or tiny_model_kwargs:
             raise ValueError("corpus and model-size arguments apply to the 'tiny' model only")
         return model_name_or_path, None
@@ -77,7 +84,7 @@ def env_corpus(env_factory: Callable[[], Any], num_episodes: int = 50, max_turns
 def sft_learning_rate(model_name_or_path: str) -> float | None:
     """The SFT learning rate for :func:`sft_cold_start`: 3e-3 for the randomly initialised ``"tiny"`` model
     (``SFTConfig``'s 2e-5 barely moves it), ``None`` (SFTConfig's default) for pretrained models."""
-    return 3e-3 if model_name_or_path == "tiny" else None
+    return 3e-3 if model_name_or_path == TINY_MODEL else None
 
 
 def sft_cold_start(
@@ -150,9 +157,8 @@ def warm_start_policy(
     on the environment's text when there are demonstrations, sized by ``tiny_model_kwargs``) and, with
     ``episodes > 0``, an SFT warm start on that many expert episodes (``steps`` SFT steps, default one epoch) at
     :func:`sft_learning_rate`."""
-    has_expert = callable(getattr(env_factory(), "expert_action", None))
-    tiny = model_name_or_path == "tiny"
-    corpus = env_corpus(env_factory, num_episodes=max(episodes, 20)) if tiny and has_expert else None
+    tiny = model_name_or_path == TINY_MODEL
+    corpus = env_corpus(env_factory, num_episodes=max(episodes, 20)) if tiny and _has_expert(env_factory) else None
     model, tokenizer = make_policy(model_name_or_path, seed=config.seed, corpus=corpus, **tiny_model_kwargs)
     if episodes:
         model, tokenizer = sft_cold_start(
@@ -166,6 +172,32 @@ def warm_start_policy(
             noise=noise,
         )
     return model, tokenizer
+
+
+def tiny_policy(model: Any, env_factory: Callable[[], Any] | None, processing_class: Any, seed: int = 0):
+    """``(model, processing_class)`` for ``AEMTrainer``: the model name ``"tiny"`` (:data:`TINY_MODEL`) becomes the
+    offline tiny model (:func:`make_policy`, nothing downloaded), its tokenizer trained on the environment's text when
+    the environment has an expert (:func:`env_corpus`), or sized for ``processing_class`` when one is given; anything
+    else (a model object, another name, a local folder named ``tiny``) is returned unchanged. No warm start: a random
+    tiny model rarely answers in an environment's format, so train from :func:`warm_start_policy`'s model to learn."""
+    if not (isinstance(model, str) and model == TINY_MODEL) or os.path.isdir(model):
+        return model, processing_class
+    if processing_class is not None:
+        from .tiny import build_model
+
+        return build_model(processing_class, seed=seed), processing_class
+    corpus = env_corpus(env_factory) if env_factory is not None and _has_expert(env_factory) else None
+    return make_policy(TINY_MODEL, seed=seed, corpus=corpus)
+
+
+def _has_expert(env_factory: Callable[[], Any]) -> bool:
+    """Whether the environment has an ``expert_action`` (for demonstrations and the tiny model's tokenizer corpus)."""
+    env = env_factory()
+    try:
+        return callable(getattr(env, "expert_action", None))
+    finally:
+        if callable(getattr(env, "close", None)):
+            env.close()
 
 
 def train_and_save(model: Any, env_factory: Callable[[], Any], config: Any, tokenizer: Any = None):

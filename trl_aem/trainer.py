@@ -64,7 +64,8 @@ class AEMTrainer(CaptureHooksMixin, StepRowsMixin, TrajectoryRowsMixin, PlayingM
     converted to an :class:`AEMConfig` with AEM's defaults. The multi-turn form is ``AEMTrainer(model, env, config)``.
 
     Args:
-        model: model id, local path, ``PreTrainedModel`` or ``PeftModel`` (as for ``GRPOTrainer``).
+        model: model id, local path, ``PreTrainedModel`` or ``PeftModel`` (as for ``GRPOTrainer``), or ``"tiny"``: a
+            small model built offline (:func:`trl_aem.recipes.tiny_policy`; no warm start).
         reward_funcs: as in ``GRPOTrainer``. In this position an environment factory (a class with ``reset`` and
             ``step``, or a callable taking no arguments) is read as ``env``.
         args: an :class:`AEMConfig` (or a ``GRPOConfig``, converted). ``config=`` is the same argument. Defaults to
@@ -100,6 +101,9 @@ class AEMTrainer(CaptureHooksMixin, StepRowsMixin, TrajectoryRowsMixin, PlayingM
         call = bind_trainer_arguments(positional, named, env)
         env = call.pop("env")
         config = as_aem_config(call.pop("args"), config, model)
+        from .recipes import tiny_policy  # "tiny": a small model built offline, tokenizer trained on the env's text
+
+        model, call["processing_class"] = tiny_policy(model, env, call["processing_class"], config.seed)
         self.env_factory = env
         self.last_episodes = []  # multi-turn: the latest generation batch's episodes, for inspection
         self._system_prompt: str | None = None  # multi-turn: the environment's (set by `_setup_env`)
