@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from .advantages import ESTIMATORS
 from .rollout.settings import ROLLOUT_MODES, RolloutSettings
 
 _ROLLOUT = RolloutSettings()  # the rollout defaults (one place: trl_aem/rollout/settings.py)
@@ -14,7 +15,7 @@ _ROLLOUT = RolloutSettings()  # the rollout defaults (one place: trl_aem/rollout
 __all__ = ["AEMConfig", "ADVANTAGE_ESTIMATORS", "AEM_SCOPES", "AEM_STATISTICS", "ROLLOUT_MODES", "ENV_WORKER_TYPES"]
 
 AEM_SCOPES = ("group", "trajectory", "batch")
-ADVANTAGE_ESTIMATORS = ("grpo", "gigpo")
+ADVANTAGE_ESTIMATORS = tuple(ESTIMATORS)  # the registry of trl_aem/advantages.py
 AEM_STATISTICS = ("entropy", "surprisal")
 ENV_WORKER_TYPES = ("thread", "process")
 
@@ -166,7 +167,10 @@ class AEMConfig(GRPOConfig):
     )
     advantage_estimator: str = field(
         default="grpo",
-        metadata={"help": "Base advantage of step-mode rows: grpo or gigpo.", "choices": list(ADVANTAGE_ESTIMATORS)},
+        metadata={
+            "help": "Base advantage of step-mode rows (trl_aem.advantages.ESTIMATORS).",
+            "choices": list(ADVANTAGE_ESTIMATORS),
+        },
     )
     gigpo_gamma: float = field(default=0.95, metadata={"help": "GiGPO: discount of step returns."})
     gigpo_omega: float = field(default=1.0, metadata={"help": "GiGPO: weight of the step-level advantage."})
