@@ -46,6 +46,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+from trl_aem.runtime import setup_process  # noqa: E402  (stdlib only: no torch, no trl)
+
 RESULTS = Path(__file__).parent / "results"
 # environment arguments the benchmark uses unless --env-kwargs is given. The vault without elimination signs: the
 # tiny model does not learn "the red door and the green door are locked" (seed 0, after 1200 SFT steps: p(correct
@@ -171,6 +173,7 @@ def run_arm(args, seed: int, base: str, arm: str) -> dict:
 
 def _worker(payload: tuple) -> dict:
     args, seed, base, arm = payload
+    setup_process(args.threads)  # a spawned process: known third-party noise off, its --threads
     return run_arm(args, seed, base, arm)
 
 
@@ -486,6 +489,7 @@ def main() -> None:
     finished = {(r["seed"], r["base"], r["arm"]) for r in done}
 
     started = time.time()
+    setup_process(args.threads)  # the warm starts run here
     for seed in range(args.seeds):
         warm_start(args, seed)
         print(f"seed {seed}: warm start ready", flush=True)

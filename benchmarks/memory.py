@@ -24,6 +24,9 @@ TURNS, TURN_TOKENS = 50, 16
 
 def child(mode: str) -> None:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl_aem.runtime import setup_process
+
+    setup_process()  # known third-party noise off, torch threads (TRL_AEM_THREADS overrides)
     import torch
 
     from trl_aem import AEMConfig, AEMTrainer

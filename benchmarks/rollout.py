@@ -22,6 +22,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+from trl_aem.runtime import setup_process  # noqa: E402
+
+setup_process()  # before torch and trl: known third-party noise off, torch threads (TRL_AEM_THREADS overrides)
+
 import torch  # noqa: E402
 
 from trl_aem import AEMConfig, AEMTrainer  # noqa: E402

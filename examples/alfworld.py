@@ -21,6 +21,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 from trl import TrlParser  # noqa: E402
 
+import trl_aem.script_setup  # noqa: E402, F401  (first trl_aem import: third-party start-up noise off, torch threads)
 from trl_aem import AEMConfig  # noqa: E402
 from trl_aem.envs import AlfWorldEnv  # noqa: E402
 from trl_aem.recipes import train_and_save, warm_start_policy  # noqa: E402

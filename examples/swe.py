@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
+import trl_aem.script_setup  # noqa: F401  (first trl_aem import: third-party start-up noise off, torch threads)
 from trl_aem import AEMConfig
 from trl_aem.cli import parse_config
 from trl_aem.envs import SWEEnv

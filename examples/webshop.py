@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
+import trl_aem.script_setup  # noqa: F401  (first trl_aem import: third-party start-up noise off, torch threads)
 from trl_aem import AEMConfig
 from trl_aem.envs import WebShopEnv
 from trl_aem.recipes import train_and_save, warm_start_policy

@@ -9,15 +9,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from trl_aem.runtime import configure_threads, quiet_third_party  # noqa: E402  (stdlib only)
+
+quiet_third_party()  # before trl imports peft and bitsandbytes: the session's first lines are pytest's
+
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig  # noqa: E402
 
 from trl_aem import AEMConfig  # noqa: E402
 from trl_aem.tiny import build_model, build_tokenizer  # noqa: E402
 
-torch.set_num_threads(2)
+# one torch thread on 2 cores (TRL_AEM_THREADS / OMP_NUM_THREADS override): these tiny models gain little from a
+# second thread on idle cores and run several times slower with it on busy ones (docs/cpu.md)
+configure_threads()
 
 
 @pytest.fixture(scope="session")

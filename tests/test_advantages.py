@@ -46,7 +46,7 @@ def _by_hand(rewards: list[float], num_generations: int, scale_rewards: str) -> 
 
 @pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
 def test_group_advantages_match_trls_formula_by_hand(scale_rewards):
-    advantages, std, mean = group_advantages(torch.tensor(REWARDS, dtype=torch.float64), 4, scale_rewards)
+    advantages, std, mean, _ = group_advantages(torch.tensor(REWARDS, dtype=torch.float64), 4, scale_rewards)
     expected_advantages, expected_std, expected_mean = _by_hand(REWARDS, 4, scale_rewards)
     assert advantages.tolist() == pytest.approx(expected_advantages)
     assert std.tolist() == pytest.approx(expected_std)
@@ -58,12 +58,28 @@ def test_group_advantages_match_trls_formula_by_hand(scale_rewards):
 
 
 def test_group_advantages_edge_cases():
-    single, std, _ = group_advantages(torch.tensor([3.0, math.nan]), 1, "group")  # one generation per task
+    single, std, _, _ = group_advantages(torch.tensor([3.0, math.nan]), 1, "group")  # one generation per task
     assert single.tolist() == [0.0, 0.0] and std.tolist() == [0.0, 0.0]
-    equal, _, _ = group_advantages(torch.tensor([0.9, 0.9, 0.9, 0.9]), 4, "group")  # no spread: no signal
-    assert equal.abs().max() < 1e-3
+    equal, _, _, no_spread = group_advantages(torch.tensor([0.9, 0.9, 0.9, 0.9]), 4, "group")  # no signal
+    assert equal.tolist() == [0.0] * 4 and no_spread.all()
     with pytest.raises(ValueError, match="Invalid value for scale_rewards: mean"):
         group_advantages(torch.ones(4), 2, "mean")
+
+
+@pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
+def test_returns_equal_up_to_float_rounding_get_zero_advantage(scale_rewards):
+    # float32 9.9 and its neighbour one ulp up: std about 5e-7, which (R - mean) / (std + 1e-4) turns into +-5e-3
+    rounded = torch.tensor([9.9, 9.9 + 1e-6, 9.9, 9.9 + 1e-6, 1.0, 0.0, 1.0, 0.0], dtype=torch.float32)
+    assert rounded[0] != rounded[1]
+    advantages, std, _, no_spread = group_advantages(rounded, 4, scale_rewards)
+    assert advantages[:4].tolist() == [0.0] * 4 and advantages[4:].abs().min() > 0.05
+    if scale_rewards == "batch":
+        assert not no_spread.any()  # the batch has spread, as TRL's frac_reward_zero_std counts it there
+    else:
+        assert no_spread.tolist() == [True] * 4 + [False] * 4 and 0 < std[0] < 1e-5
+    # a real spread, however small against the returns' size, is kept
+    small = torch.tensor([9.9, 9.9 + 1e-3, 9.9, 9.9 + 1e-3])
+    assert group_advantages(small, 4, scale_rewards)[0].abs().min() > 0
 
 
 def test_the_estimators_are_aemconfigs_choices():

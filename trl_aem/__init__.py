@@ -5,7 +5,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from .runtime import quiet_third_party
+
 __version__ = "0.1.0"
+
+# Known third-party start-up noise off (trl_aem.runtime.NOISE: each filter drops one message that says nothing about
+# the run, e.g. bitsandbytes' kernel-fetch line printed while trl imports peft). Only that: torch threads and every
+# other warning are left to the user's process.
+quiet_third_party()
 
 __all__ = ["AEMConfig", "AEMTrainer", "aem_coefficients", "warm_start_policy", "__version__"]
 

@@ -24,6 +24,7 @@ import torch
 from trl.trainer.utils import nanstd
 
 from .rollout.episode import Episode, Turn
+from .trl_compat import without_spread
 
 __all__ = [
     "ESTIMATORS",
@@ -42,24 +43,30 @@ Gather = Callable[[torch.Tensor], tuple[torch.Tensor, int]]
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str) -> tuple[torch.Tensor, ...]:
     """TRL's ``sum_then_normalize`` GRPO advantage (trl 1.16 ``grpo_trainer.py`` L2761-2788, L2810) on episode
     returns ``R`` (NaN = unscorable: excluded from the baseline, advantage 0):
-    ``A = (R - mean_group R) / (std + 1e-4)`` with ``std`` per group, over the batch, or none. Returns
-    ``(advantages, std, mean)`` per episode."""
+    ``A = (R - mean_group R) / (std + 1e-4)`` with ``std`` per group, over the batch, or none. A group whose returns
+    are equal up to float rounding (:func:`~trl_aem.trl_compat.without_spread`) gets ``A = 0`` exactly, where TRL's
+    formula gives rounding noise of about 1e-3. Returns ``(advantages, std, mean, no_spread)`` per episode;
+    ``no_spread`` is what TRL's ``frac_reward_zero_std`` counts (the group's, or with ``"batch"`` the batch's)."""
     grouped = rewards.view(-1, num_generations)
     mean = torch.nanmean(grouped, dim=1).repeat_interleave(num_generations)
+    flat_group = without_spread(grouped).repeat_interleave(num_generations)
     if scale_rewards in ("group", "none"):
         std = (
             nanstd(grouped, dim=1).repeat_interleave(num_generations)
             if num_generations > 1
             else torch.zeros_like(rewards)
         )
+        no_spread = flat_group
     elif scale_rewards == "batch":
         std = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+        no_spread = without_spread(rewards.view(1, -1)).expand_as(rewards)
     else:
         raise ValueError(f"Invalid value for scale_rewards: {scale_rewards}. Must be 'batch', 'group' or 'none'.")
     advantages = rewards - mean
     if scale_rewards != "none":
         advantages = advantages / (std + 1e-4)
-    return torch.nan_to_num(advantages, nan=0.0), std, mean
+    advantages = torch.where(flat_group, torch.zeros_like(advantages), advantages)
+    return torch.nan_to_num(advantages, nan=0.0), std, mean, no_spread
 
 
 @dataclass(frozen=True)

@@ -511,9 +511,7 @@ def _run(make_trainer, config, probe: _EnvProbe | None = None) -> None:
     if held_out:
         print("trl-aem train: held-out evaluation after RL", flush=True)
         after = trainer.evaluate()
-        # train() starts a new TrainerState: the evaluation before it goes back into the log, at step 0, for the card
-        trainer.state.log_history.insert(0, {**before, "step": 0})
-        trainer.create_model_card()
+        trainer.create_model_card()  # again, with the evaluation after RL (the one before is kept by train())
         print(
             f"trl-aem train: held-out success rate {_metric(before, 'success_rate')} before RL -> "
             f"{_metric(after, 'success_rate')} after {trainer.state.global_step} RL step(s) (return "
@@ -672,6 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .runtime import setup_process  # first of all: known third-party start-up noise off, torch threads
+
+    setup_process()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
         build_parser().parse_args(argv[:1] or ["--help"])

@@ -5,6 +5,7 @@ with TRL's ``SFTTrainer``."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -120,23 +121,22 @@ def sft_cold_start(
         successful_only=noise == 0.0,
         seed=config.seed,
     )
-    sft = SFTTrainer(
-        model,
-        args=SFTConfig(
-            output_dir=os.path.join(config.output_dir, "sft"),
-            num_train_epochs=1,
-            max_steps=max_steps if max_steps is not None else -1,
-            **({"learning_rate": learning_rate} if learning_rate is not None else {}),
-            save_strategy="no",
-            report_to=config.report_to,
-            use_cpu=config.use_cpu,
-            bf16=config.bf16,
-            fp16=config.fp16,
-            seed=config.seed,
-        ),
-        train_dataset=demos,
-        processing_class=tokenizer,
+    sft_args = SFTConfig(
+        output_dir=os.path.join(config.output_dir, "sft"),
+        num_train_epochs=1,
+        max_steps=max_steps if max_steps is not None else -1,
+        **({"learning_rate": learning_rate} if learning_rate is not None else {}),
+        save_strategy="no",
+        report_to=config.report_to,
+        use_cpu=config.use_cpu,
+        bf16=config.bf16,
+        fp16=config.fp16,
+        seed=config.seed,
     )
+    # about ten loss lines whatever the length (SFTConfig's 10-step default printed 120 for the quickstart's 1200)
+    steps = max_steps if max_steps is not None else math.ceil(len(demos) / sft_args.per_device_train_batch_size)
+    sft_args.logging_steps = max(10, steps // 10)
+    sft = SFTTrainer(model, args=sft_args, train_dataset=demos, processing_class=tokenizer)
     sft.train()
     with contextlib.suppress(OSError):  # Trainer creates output_dir; nothing is saved there (save_strategy="no")
         os.rmdir(sft.args.output_dir)  # only when empty

@@ -41,8 +41,9 @@ from .rollout.playing import PlayingMixin, describe_env, env_return
 from .rollout.rows import RowGroups
 from .rollout.step_rows import StepRowsMixin
 from .rollout.trajectory_rows import TrajectoryRowsMixin, trajectory_inputs, trajectory_token_statistics
-from .trl_compat import drop_unmeasured_metrics, recount_zero_std
+from .trl_compat import drop_unmeasured_metrics, logged_flat_groups, recount_zero_std
 
+NO_SIGNAL_STREAK = 3  # generation batches in a row without signal before the warning
 logger = logging.getLogger(__name__)
 
 __all__ = ["AEMTrainer", "AEM_CITATION"]
@@ -167,6 +168,14 @@ class AEMTrainer(CaptureHooksMixin, StepRowsMixin, TrajectoryRowsMixin, PlayingM
             output = super()._generate_and_score_completions(rows)
         local_rows = output["completion_ids"].size(0)
         recount_zero_std(self, mode, local_rows * self.accelerator.num_processes)
+        if self.env_factory is not None:
+            # episodes whose group got one return (up to float rounding) carry no signal: TRL's (R - mean) /
+            # (std + 1e-4) leaves rounding noise of about 1e-3 there (L2788-2810); single-turn rows keep TRL's numbers
+            flat = logged_flat_groups(self, mode, local_rows * self.accelerator.num_processes)
+            if flat is not None:
+                start = self.accelerator.process_index * local_rows
+                local_flat = flat[start : start + local_rows].to(output["advantages"].device)
+                output["advantages"] = output["advantages"].masked_fill(local_flat, 0.0)
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         # TRL's process_slice: rank r holds global rows r * local_rows ...; `num_generations` consecutive rows a group
         ids = torch.arange(local_rows) + self.accelerator.process_index * local_rows
@@ -212,36 +221,44 @@ class AEMTrainer(CaptureHooksMixin, StepRowsMixin, TrajectoryRowsMixin, PlayingM
         return result
 
     def _warn_without_signal(self, output: dict[str, Any]) -> None:
-        """Warn when no token of the whole generation batch (all ranks) has a non-zero advantage: every group's
-        episodes got the same return, or every completion was masked (truncated, faulted). Such a batch trains
-        nothing; a run made of them (an untrained policy that never acts validly, a budget that truncates every
-        response) learns nothing while it looks healthy."""
+        """Warn when generation batches in a row carry no learning signal: no token of the whole batch (all ranks)
+        has a non-zero advantage, because every group's episodes got the same return (up to float rounding) or every
+        completion was masked (truncated, faulted). A run made of such batches (an untrained policy that never acts
+        validly, a budget that truncates every response) learns nothing while it looks healthy. One such batch is
+        normal (a policy that solved or failed all of the batch's tasks alike), so the warning waits for
+        ``NO_SIGNAL_STREAK`` in a row, and repeats every 50 while the streak lasts."""
         mask = output["completion_mask"] * output["tool_mask"] if "tool_mask" in output else output["completion_mask"]
         advantages = output["advantages"]
         advantages = advantages if advantages.dim() == 2 else advantages.unsqueeze(1).expand_as(mask)
         local = ((advantages != 0) & (mask != 0)).any().float().reshape(1)
         if bool(self.accelerator.gather(local).any()):
+            self._batches_without_signal = 0
             return
         self._batches_without_signal += 1
-        count = self._batches_without_signal
-        if count <= 3 or count % 50 == 0:
+        streak = self._batches_without_signal
+        if streak == NO_SIGNAL_STREAK or (streak > NO_SIGNAL_STREAK and streak % 50 == 0):
             masked = 1.0 - float(mask.any(dim=1).float().mean()) if mask.numel() else 1.0
             logger.warning(
-                "trl_aem: generation batch %d (%d so far) carries no learning signal: every advantage is zero "
-                "(%.0f%% of rows fully masked; the rest had no reward spread within their group). Check the rewards, "
-                "the token budgets (max_turn_tokens, max_completion_length) and whether the policy can act at all "
-                "(an SFT warm start helps an untrained one).",
+                "trl_aem: the last %d generation batches (up to step %d) carried no learning signal: every advantage "
+                "is zero (in the last, %.0f%% of rows fully masked; the rest had no reward spread within their "
+                "group). Check the rewards, the token budgets (max_turn_tokens, max_completion_length) and whether "
+                "the policy can act at all (an SFT warm start helps an untrained one).",
+                streak,
                 self.state.global_step,
-                count,
                 100 * masked,
             )
 
     # ------------------------------------------------------------------ around TRL's loop
     def train(self, *args, **kwargs):
         """``Trainer.train``, then the final save and card (:meth:`HubMixin._finish_training`); the environments
-        are closed however it ends."""
+        are closed however it ends. An evaluation run before training (``trainer.evaluate()`` at step 0) is kept in
+        the new run's log, so the card shows the results before and after RL."""
+        # Trainer.train starts a new TrainerState (Trainer._inner_training_loop), which drops the log so far
+        before = [dict(entry) for entry in self.state.log_history if entry.get("step") == 0 and _is_evaluation(entry)]
         try:
             result = super().train(*args, **kwargs)
+            if before and not any(e.get("step") == 0 and _is_evaluation(e) for e in self.state.log_history):
+                self.state.log_history[:0] = before
             self._finish_training()
             return result
         finally:
@@ -253,6 +270,10 @@ class AEMTrainer(CaptureHooksMixin, StepRowsMixin, TrajectoryRowsMixin, PlayingM
         drop_unmeasured_metrics(self._metrics["train" if self.model.training else "eval"])
         logs.update(self._hub_metrics(logs))
         super().log(logs, start_time)
+
+
+def _is_evaluation(entry: dict[str, Any]) -> bool:
+    return any(key.startswith("eval_") for key in entry)
 
 
 AEMTrainer.__init__.__signature__ = trainer_signature()

@@ -19,6 +19,7 @@ import torch
 from trl.trainer.utils import nanstd
 
 __all__ = [
+    "flat_groups",
     "OVERRIDES",
     "PATCHES",
     "TRL_VERSION",
@@ -27,16 +28,31 @@ __all__ = [
     "importance_sampling_ratio",
     "log_reward_metrics",
     "micro_batch_weight",
+    "logged_flat_groups",
     "recount_zero_std",
     "reference_logps",
     "split_rows",
     "take_rows",
     "temporarily",
+    "without_spread",
     "zero_std_fraction",
 ]
 
 TRL_VERSION = "1.16.0"  # the release these copies follow; pyproject pins trl to this minor release
-ZERO_STD = 1e-6  # a reward spread below this is float rounding, not spread
+ZERO_STD = 1e-6  # a reward spread below this (relative to the rewards' size, at least 1) is float rounding
+
+
+def without_spread(grouped: torch.Tensor) -> torch.Tensor:
+    """Per group (a row of ``grouped``, NaN = unscorable, left out): whether its rewards are equal up to float
+    rounding, i.e. their std is below ``ZERO_STD`` times their largest magnitude (at least 1). Equal float32 returns
+    such as 9.9 have a std of about 1e-7, which TRL's ``(R - mean) / (std + 1e-4)`` turns into advantages of about
+    1e-3: gradient from rounding, not from the environment."""
+    if grouped.size(1) < 2:
+        return torch.ones(grouped.size(0), dtype=torch.bool, device=grouped.device)
+    std = torch.nan_to_num(nanstd(grouped, dim=1), nan=0.0)
+    magnitude = torch.nan_to_num(grouped.abs(), nan=0.0).amax(dim=1).clamp(min=1.0)
+    return std.abs() < ZERO_STD * magnitude
+
 
 # "Class.method" -> what it replaces (trl 1.16.0; transformers 5.23) and why. Every such method calls super().
 OVERRIDES: dict[str, str] = {
@@ -132,42 +148,58 @@ def log_reward_metrics(
     reward_func_names: list[str],
     rewards_per_func: torch.Tensor,
     rewards: torch.Tensor,
-    std: torch.Tensor,
+    no_spread: torch.Tensor,
 ) -> None:
     """The reward metrics TRL logs per generation batch (L2821-2830): per function mean/std, reward, reward_std and
-    ``frac_reward_zero_std``, where a std below ``ZERO_STD`` counts as zero (TRL's ``torch.isclose`` has a 1e-8
-    tolerance, under the float32 rounding of equal returns such as 9.9, which made equal groups count as spread)."""
+    ``frac_reward_zero_std``, the share of rows whose reward has no spread (``no_spread``, per row, from
+    :func:`without_spread`: TRL's ``torch.isclose`` has a 1e-8 tolerance, under the float32 rounding of equal returns
+    such as 9.9, which made equal groups count as spread)."""
     for i, name in enumerate(reward_func_names):
         metrics[f"rewards/{name}/mean"].append(torch.nanmean(rewards_per_func[:, i]).item())
         metrics[f"rewards/{name}/std"].append(nanstd(rewards_per_func[:, i]).item())
     metrics["reward"].append(torch.nanmean(rewards).item())
     metrics["reward_std"].append(nanstd(rewards).item())
-    metrics["frac_reward_zero_std"].append((std.abs() < ZERO_STD).float().mean().item())
+    metrics["frac_reward_zero_std"].append(no_spread.float().mean().item())
 
 
-def zero_std_fraction(rewards_per_func: torch.Tensor, weights: torch.Tensor, num_generations: int) -> float:
-    """The share of groups whose weighted reward (TRL's ``sum_then_normalize`` sum, L2761-2764, unscorable rows left
-    out) has no spread, counting a std below ``ZERO_STD`` as none."""
+def flat_groups(rewards_per_func: torch.Tensor, weights: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """Per row: whether its group's weighted reward (TRL's ``sum_then_normalize`` sum, L2761-2764, unscorable rows
+    left out) has no spread (:func:`without_spread`)."""
     unscorable = torch.isnan(rewards_per_func).all(dim=1)
     rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
     rewards[unscorable] = torch.nan
-    std = nanstd(rewards.view(-1, num_generations), dim=1) if num_generations > 1 else torch.zeros(1)
-    return float((torch.nan_to_num(std, nan=0.0).abs() < ZERO_STD).float().mean())
+    return without_spread(rewards.view(-1, num_generations)).repeat_interleave(num_generations)
+
+
+def zero_std_fraction(rewards_per_func: torch.Tensor, weights: torch.Tensor, num_generations: int) -> float:
+    """The share of groups whose weighted reward has no spread (:func:`flat_groups`)."""
+    return float(flat_groups(rewards_per_func, weights, num_generations).float().mean())
+
+
+def logged_flat_groups(trainer: Any, mode: str, rows: int) -> torch.Tensor | None:
+    """:func:`flat_groups` of the batch just scored by ``GRPOTrainer._generate_and_score_completions``, read from
+    the last ``rows`` rewards TRL logged (all processes, L2821-2825); ``None`` where TRL's advantage is not a group
+    one (``multi_objective_aggregation`` other than ``sum_then_normalize``) or the log does not hold the batch."""
+    if trainer.multi_objective_aggregation != "sum_then_normalize":
+        return None
+    num_generations = trainer.num_generations if mode == "train" else trainer.num_generations_eval
+    logged = [list(trainer._logs["rewards"][name])[-rows:] for name in trainer.reward_func_names]
+    if any(len(values) != rows for values in logged) or rows % num_generations:
+        return None
+    per_func = torch.tensor(logged, dtype=torch.float64).T
+    return flat_groups(per_func, trainer.reward_weights.double().cpu(), num_generations)
 
 
 def recount_zero_std(trainer: Any, mode: str, rows: int) -> None:
     """Recount TRL's ``frac_reward_zero_std`` of the batch just scored (L2788, L2830) without float noise: TRL
     compares the float32 group std with ``torch.isclose`` (tolerance 1e-8), and equal returns such as 9.9 have a
     float32 std of about 1e-7. The batch's rewards are the last ``rows`` TRL logged (all processes)."""
-    if trainer.multi_objective_aggregation != "sum_then_normalize" or trainer.scale_rewards == "batch":
+    if trainer.scale_rewards == "batch":
         return
-    num_generations = trainer.num_generations if mode == "train" else trainer.num_generations_eval
-    logged = [list(trainer._logs["rewards"][name])[-rows:] for name in trainer.reward_func_names]
     metric = trainer._metrics[mode]["frac_reward_zero_std"]
-    if not metric or any(len(values) != rows for values in logged) or rows % num_generations:
-        return
-    per_func = torch.tensor(logged, dtype=torch.float64).T
-    metric[-1] = zero_std_fraction(per_func, trainer.reward_weights.double().cpu(), num_generations)
+    flat = logged_flat_groups(trainer, mode, rows)
+    if metric and flat is not None:
+        metric[-1] = float(flat.float().mean())
 
 
 def drop_unmeasured_metrics(metrics: dict[str, list[float]]) -> list[str]:

@@ -22,6 +22,10 @@ def test_quickstart(tmp_path):
     for name in ("model.safetensors", "README.md", "training_curves.png", "aem_env.json"):
         assert (tmp_path / name).exists(), name
     assert not [p for p in tmp_path.rglob("*") if p.is_dir() and not any(p.iterdir())]  # no empty folders left
+    card = (tmp_path / "README.md").read_text()
+    assert "| eval, before RL |" in card and "| eval, after RL |" in card  # train() kept the evaluation before it
+    # no third-party start-up noise (issue 23 item 5): bitsandbytes' kernel line, transformers' FutureWarnings
+    assert "gemm_4bit_forward" not in out and "FutureWarning" not in out, out[:3000]
 
 
 # a short SFT warm start: these tests check that the configs run, not what they learn

@@ -73,7 +73,7 @@ SKIP = {
 PY_RUN = {
     "README.md: Drop-in for `trl.GRPOTrainer`": "test_drop_in_import_runs_as_written",
     "README.md: Drop-in for `trl.GRPOTrainer` (2)": "test_drop_in_example_runs_as_written",
-    "README.md: Train an agent in an environment (multi-turn)": "test_environment_example_runs_as_written",
+    "README.md: Train an agent in an environment (multi-turn)": "test_environment_example_learns_as_written",
     "docs/method.md: The coefficient on its own": "test_coefficient_example_runs_as_written",
     "docs/environments.md: GiGPO, and AEM on top of it": "test_gigpo_config_example_runs_as_written",
 }
@@ -202,14 +202,21 @@ def test_drop_in_example_runs_as_written(tmp_path, monkeypatch, model_path):
     assert trainer.state.global_step == 1 and (tmp_path / "model.safetensors").exists()
 
 
-def test_environment_example_runs_as_written(tmp_path, model_path, monkeypatch):
-    """The README's `Guess` environment, trained as written (a local tiny model stands in for Qwen)."""
+def test_environment_example_learns_as_written(tmp_path, monkeypatch, capsys):
+    """The README's own environment (`Doors`), trained offline exactly as written: the tiny model built on the spot,
+    its SFT warm start on noisy expert demonstrations, 60 AEM steps (about a minute on 2 idle cores). It prints
+    held-out success before and after RL, and RL lifts it (0.51 -> 0.96 here; +0.36 to +0.45 over seeds 0-4)."""
     code = python_block("README.md: Train an agent in an environment (multi-turn)")
-    code = code.replace('"Qwen/Qwen2.5-0.5B-Instruct"', repr(model_path)).replace('"guess-aem"', repr(str(tmp_path)))
-    code = code.replace("max_turn_tokens=64", "max_turn_tokens=8, max_steps=1, use_cpu=True")
+    assert '"tiny"' in code and "warm_start_policy(" in code and "print(" in code
+    code = code.replace('"doors-aem"', repr(str(tmp_path / "doors-aem")))
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README:Guess", "exec"), {})
-    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "aem_env.json").exists()
+    namespace: dict = {}
+    exec(compile(code, "README:Doors", "exec"), namespace)
+    before, after = namespace["before"], namespace["after"]
+    assert f"held-out success: {before:.2f} before RL -> {after:.2f} after" in capsys.readouterr().out
+    assert after >= before + 0.2, f"RL did not lift held-out success: {before:.2f} -> {after:.2f}"
+    for name in ("model.safetensors", "aem_env.json"):  # train() saved the final model and its settings
+        assert (tmp_path / "doors-aem" / name).exists(), name
 
 
 def test_coefficient_example_runs_as_written():

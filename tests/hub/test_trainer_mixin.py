@@ -309,13 +309,22 @@ def test_peft_adapter_card_merged_model_and_all_checkpoints(hub, model_path, tok
 
 
 class _OutageAtFirstSave(TrainerCallback):
-    """The Hub answers 500 to the first checkpoint's push and is healthy again from step 2 on."""
+    """The Hub answers 500 to every request of the first checkpoint's push, and is healthy again once that push has
+    finished (failed), before step 2 saves.
+
+    The outage ends when the uploads it is meant to break are over, not at a step: the uploads run on the upload
+    thread, and on a busy machine the step-1 push was still running when step 2 ended (issue 23 item 10)."""
 
     def __init__(self, server: HubServer):
         self.server = server
+        self.trainer: AEMTrainer | None = None
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.server.fail(10**6 if state.global_step == 1 else 0)
+        if state.global_step == 1:
+            self.server.fail(10**6)
+        elif state.global_step == 2:
+            self.trainer._finish_current_push()  # the step-1 uploads have all failed now
+            self.server.fail(0)
 
 
 def test_rotation_keeps_checkpoints_whose_upload_failed(hub, tokenizer, tmp_path):
@@ -324,13 +333,15 @@ def test_rotation_keeps_checkpoints_whose_upload_failed(hub, tokenizer, tmp_path
     from trl_aem.tiny import build_model
 
     config = _config(tmp_path, "rotation", hub_strategy="all_checkpoints", save_total_limit=1, max_steps=3)
+    outage = _OutageAtFirstSave(hub)
     trainer = AEMTrainer(
         build_model(tokenizer),
         get_env("keyword"),
         config,
         processing_class=tokenizer,
-        callbacks=[_OutageAtFirstSave(hub)],
+        callbacks=[outage],
     )
+    outage.trainer = trainer
     with pytest.warns(RuntimeWarning, match="failed"):
         trainer.train()
     trainer.push_to_hub()
@@ -341,3 +352,43 @@ def test_rotation_keeps_checkpoints_whose_upload_failed(hub, tokenizer, tmp_path
     # once uploaded it is rotated like any other (the next save's rotation; run here, as no save follows)
     trainer._rotate_checkpoints_keeping_pending(config.save_total_limit)
     assert sorted(d for d in os.listdir(config.output_dir) if d.startswith("checkpoint-")) == ["checkpoint-3"]
+
+
+def test_rotation_keeps_checkpoints_whose_upload_is_still_running(tmp_path):
+    """The race behind the flaky rotation test (issue 23 item 10): a checkpoint's upload still queued or running on
+    the upload thread when the next save rotates. Rotation must keep its folder until the upload is over."""
+    import threading
+    import types
+
+    from trl_aem.hub.push import ResilientHubApi
+    from trl_aem.hub.trainer_mixin import HubMixin
+
+    run = tmp_path / "run"
+    for step in (1, 2):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+        (run / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        time.sleep(0.01)  # rotation sorts by modification time
+    release, started = threading.Event(), threading.Event()
+
+    class SlowHub(ResilientHubApi):
+        def _upload_with_replays(self, job):
+            started.set()
+            release.wait(30)  # the Hub (or the machine) is slow
+            return None
+
+    api = SlowHub(retries=0)
+    trainer = types.SimpleNamespace(
+        _hub_api=api, _get_output_dir=lambda trial: str(run), state=types.SimpleNamespace(best_model_checkpoint=None)
+    )
+    future = api.upload_folder(
+        repo_id="tester/slow", folder_path=run / "checkpoint-1", path_in_repo="checkpoint-1", run_as_future=True
+    )
+    started.wait(30)
+    assert api.pending_uploads == [str(run / "checkpoint-1")]
+    HubMixin._rotate_checkpoints_keeping_pending(trainer, 1)
+    assert sorted(os.listdir(run)) == ["checkpoint-1", "checkpoint-2"]  # kept while its upload runs
+    release.set()
+    future.result(timeout=30)
+    assert api.pending_uploads == []
+    HubMixin._rotate_checkpoints_keeping_pending(trainer, 1)
+    assert sorted(os.listdir(run)) == ["checkpoint-2"]  # rotated as usual once the upload is over

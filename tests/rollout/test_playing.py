@@ -177,24 +177,57 @@ def test_an_environment_that_breaks_the_contract_fails_fast_with_one_line(make_m
 
 
 class SameReturnEnv(KeywordEnv):
-    """Every episode returns 3 x 0.3 = 0.9 whatever the policy does: no spread in any group."""
+    """Every episode returns about 3 x 0.3 = 0.9 whatever the policy does: every other episode 1e-6 more, a float32
+    ulp or so (as sums of rewards in another order give), so the groups' std is float rounding, about 5e-7."""
+
+    episodes = 0
 
     def tasks(self, split):
         return [{"words": ["apple", "mug", "lamp"]} for _ in range(8)]
 
+    def reset(self, task):
+        SameReturnEnv.episodes += 1
+        self.jitter = 1e-6 * (SameReturnEnv.episodes % 2)
+        return super().reset(task)
+
     def step(self, action):
         result = super().step(action)
-        return StepResult(result.observation, 0.3, result.done, {**result.info, "invalid": False})
+        reward = 0.3 + (self.jitter if result.done else 0.0)
+        return StepResult(result.observation, reward, result.done, {**result.info, "invalid": False})
 
 
 @pytest.mark.parametrize("mode", ["trajectory", "step"])
-def test_equal_returns_count_as_zero_spread_and_a_batch_without_signal_is_reported(
+def test_returns_equal_up_to_rounding_give_zero_advantage_and_a_batch_without_signal_is_reported(
     make_model, tokenizer, env_config, mode, caplog
 ):
-    trainer = AEMTrainer(make_model(), SameReturnEnv, env_config(rollout_mode=mode, max_steps=1, max_turns=3),
-                         processing_class=tokenizer)  # fmt: skip
+    config = env_config(rollout_mode=mode, max_steps=3, max_turns=3, logging_steps=1)
+    trainer = AEMTrainer(make_model(), SameReturnEnv, config, processing_class=tokenizer)
     with caplog.at_level("WARNING", logger="trl_aem.trainer"):
         trainer.train()
-    log = trainer.state.log_history[0]
-    assert log["frac_reward_zero_std"] == 1.0  # float32 0.9s are not spread (TRL's isclose said they were)
-    assert "carries no learning signal" in caplog.text
+    for log in trainer.state.log_history[:3]:
+        assert 0 < log["reward_std"] < 1e-5  # the returns do differ, by rounding
+        assert log["frac_reward_zero_std"] == 1.0  # ... which is no spread (TRL's isclose said it was)
+        # TRL's (R - mean) / (std + 1e-4) would give advantages of about 5e-3 here, and a gradient from rounding
+        assert log["grad_norm"] == 0.0
+    assert "the last 3 generation batches (up to step 2) carried no learning signal" in caplog.text
+
+
+def test_one_batch_without_signal_is_no_alarm_three_in_a_row_are(caplog):
+    """A policy that solved (or failed) every task of one batch alike is normal; a streak is not."""
+    import types
+
+    trainer = types.SimpleNamespace(
+        _batches_without_signal=0,
+        accelerator=types.SimpleNamespace(gather=lambda t: t),
+        state=types.SimpleNamespace(global_step=0),
+    )
+    mask = torch.ones(4, 3)
+    flat = {"completion_mask": mask, "advantages": torch.zeros(4)}
+    spread = {"completion_mask": mask, "advantages": torch.tensor([0.5, -0.5, 0.0, 0.0])}
+    with caplog.at_level("WARNING", logger="trl_aem.trainer"):
+        for batch in (flat, flat, spread, flat, flat):
+            AEMTrainer._warn_without_signal(trainer, batch)
+            trainer.state.global_step += 1
+        assert "no learning signal" not in caplog.text
+        AEMTrainer._warn_without_signal(trainer, flat)
+    assert "the last 3 generation batches (up to step 5) carried no learning signal" in caplog.text

@@ -10,7 +10,10 @@ Environment (set by ``run_upstream.py``):
 
 At configure time the plugin replaces ``datasets.load_dataset`` (TRL's test datasets come from
 :mod:`tests.trl_compat.offline_hub`) and ``trl.GRPOTrainer`` / ``trl.GRPOConfig`` (the arm), before the test module
-is imported. Tests parametrised with a model that could not be built here are skipped with the reason.
+is imported. Tests that need a model the offline cache does not hold (it failed to build, or the harness has no
+stand-in for it) are reported as skipped with the reason, not failed: parametrised with one at collection, or when
+``from_pretrained`` misses the cache while the test runs. Collection errors (a module that does not import) are
+recorded in the report, and ``run_upstream.py`` fails the run on them.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ _CURRENT: dict[str, str] = {}  # the test being run, for the AEM metrics recorde
 _AEM_KEYS = ("aem/alpha_std", "aem/guarded_frac", "aem/missing_frac")
 _STARTED = time.time()
 _UNBUILDABLE: dict[str, str] = {}
+_BUILT: set[str] = set()
+_COLLECTION_ERRORS: dict[str, str] = {}
+_STAND_IN_PREFIX = "trl-internal-testing/tiny-"  # the test models the harness builds stand-ins for
 
 
 def _short_nodeid(nodeid: str) -> str:
@@ -48,9 +54,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("HF_HUB_OFFLINE") != "1" or not os.environ.get("HF_HOME"):
         raise pytest.UsageError("trl_compat plugin: run through tests/trl_compat/run_upstream.py (offline HF_HOME)")
     config.addinivalue_line("markers", "slow: TRL's slow tests")
-    import torch
+    from trl_aem.runtime import quiet_third_party
 
-    torch.set_num_threads(int(os.environ.get("TRL_COMPAT_THREADS", "2")))
+    quiet_third_party()  # before trl imports peft (and bitsandbytes): the logs keep only the tests' own output
+    from trl_aem.runtime import configure_threads
+
+    threads = os.environ.get("TRL_COMPAT_THREADS")
+    configure_threads(int(threads) if threads else None)  # default: trl_aem's (one thread on 2 cores)
 
     from tests.trl_compat.arms import install_arm
     from tests.trl_compat.offline_hub import install_dataset_patch
@@ -63,7 +73,9 @@ def pytest_configure(config: pytest.Config) -> None:
         _record_aem_metrics(trainer_class)
     manifest = Path(os.environ["HF_HOME"]) / "trl_compat_manifest.json"
     if manifest.exists():
-        _UNBUILDABLE.update(json.loads(manifest.read_text(encoding="utf-8")).get("failed", {}))
+        built = json.loads(manifest.read_text(encoding="utf-8"))
+        _UNBUILDABLE.update(built.get("failed", {}))
+        _BUILT.update(built.get("built", []))
 
 
 def _install_import_shims() -> None:
@@ -103,12 +115,64 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     _CURRENT["test"] = _short_nodeid(item.nodeid)
 
 
+def _not_in_cache(repo: str) -> str:
+    """Why the offline cache has no ``repo``."""
+    if repo in _UNBUILDABLE:
+        return f"offline stand-in for {repo} could not be built: {_UNBUILDABLE[repo]}"
+    return f"{repo} is not in the offline cache (tests/trl_compat/offline_hub.py has no stand-in for it)"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         for value in params.values():
-            if isinstance(value, str) and value in _UNBUILDABLE:
-                item.add_marker(pytest.mark.skip(reason=f"offline stand-in for {value}: {_UNBUILDABLE[value]}"))
+            missing = isinstance(value, str) and (
+                value in _UNBUILDABLE or (value.startswith(_STAND_IN_PREFIX) and value not in _BUILT)
+            )
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=_not_in_cache(value)))
+                break
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.failed:
+        _COLLECTION_ERRORS[_short_nodeid(report.nodeid) or "<session>"] = str(report.longrepr)[-3000:]
+
+
+def _missing_model(excinfo: pytest.ExceptionInfo) -> str | None:
+    """The repository id a failed ``from_pretrained`` (or hub download) looked for, when the failure is a miss of the
+    offline cache for a repository the harness did not build; else ``None``."""
+    error: BaseException | None = excinfo.value
+    chain = []
+    while error is not None and len(chain) < 10:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    offline_miss = any(
+        type(e).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled")
+        or (isinstance(e, OSError) and ("offline mode" in str(e) or "couldn't connect to" in str(e)))
+        for e in chain
+    )
+    if not offline_miss:
+        return None
+    names = ("path_or_repo_id", "pretrained_model_name_or_path", "repo_id")
+    for entry in reversed(excinfo.traceback):
+        local_vars = entry.frame.f_locals
+        for name in names:
+            value = local_vars.get(name)
+            if isinstance(value, str) and value.count("/") == 1 and value not in _BUILT and not os.path.exists(value):
+                return value
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when in ("setup", "call") and call.excinfo is not None:
+        repo = _missing_model(call.excinfo)
+        if repo is not None:  # a model this machine cannot have: not the trainer's failure, on any arm
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), (item.location[1] or 0) + 1, f"Skipped: {_not_in_cache(repo)}")
 
 
 @pytest.fixture(autouse=True)
@@ -197,6 +261,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "trl_aem_path": str(Path(trl_aem.__file__).parent),
         "wall_seconds": round(time.time() - _STARTED, 1),
         "exitstatus": int(exitstatus),
+        "collected": int(getattr(session, "testscollected", 0)),
+        "collection_errors": dict(_COLLECTION_ERRORS),
         "counts": dict(sorted(counts.items())),
         "unbuildable_models": _UNBUILDABLE,
         "tests": dict(sorted(_RESULTS.items())),

@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,32 @@ ARMS = ("grpo", "aem", "aem_off")  # the arms of tests/trl_compat/arms.py (kept 
 PACKAGE = "trl_upstream_tests"
 DEFAULT_FILE = "test_grpo_trainer.py"
 PASSING = ("passed", "xfailed")
+# pytest's exit codes other than 0 (all passed) and 1 (some failed): a run that ends so proves nothing
+PYTEST_EXIT = {2: "interrupted (a collection error?)", 3: "internal error", 4: "usage error", 5: "no test collected"}
+
+
+class InvalidRun(Exception):
+    """An arm's run that cannot be compared: nothing collected, a collection error, pytest not finishing."""
+
+
+def run_problems(report: dict[str, Any], returncode: int | None = None) -> list[str]:
+    """Why an arm's report proves nothing (empty when it is a real run): pytest's exit status, collection errors
+    (with the ``testing_utils`` name to add when that is the cause), no test collected."""
+    problems = []
+    if returncode is not None and returncode not in (0, 1):
+        problems.append(f"pytest exited with status {returncode} ({PYTEST_EXIT.get(returncode, 'unknown')})")
+    for where, message in (report.get("collection_errors") or {}).items():
+        missing = re.search(r"cannot import name '(\w+)' from '[\w.]*testing_utils'", message)
+        hint = (
+            f"; TRL's testing_utils name {missing.group(1)!r} is missing from tests/trl_compat/upstream_support.py"
+            if missing
+            else ""
+        )
+        last = message.strip().splitlines()[-1] if message.strip() else "?"
+        problems.append(f"collection error in {where}: {last}{hint}")
+    if not report.get("collected") and not sum(report.get("counts", {}).values()):
+        problems.append("no test was collected (a -k expression that matches nothing, or a module without tests)")
+    return problems
 
 
 def resolve_upstream(path: str | None, filename: str) -> Path:
@@ -112,15 +139,21 @@ def run_arm(
     started = time.time()
     print(f"[{arm}] {' '.join(command)}  (cwd {root})", flush=True)
     with (out / f"{arm}.log").open("w", encoding="utf-8") as log:
-        subprocess.run(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+        finished = subprocess.run(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     shutil.rmtree(root, ignore_errors=True)
     if not report_path.exists():
-        raise SystemExit(f"[{arm}] pytest wrote no report; see {out / f'{arm}.log'}")
+        raise InvalidRun(
+            f"[{arm}] pytest wrote no report (exit status {finished.returncode}); see {out / f'{arm}.log'}"
+        )
     report = json.loads(report_path.read_text(encoding="utf-8"))
     report["command"] = " ".join(command)
+    report["pytest_exit_status"] = finished.returncode
     report_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
     (out / f"{arm}.md").write_text(arm_markdown(report), encoding="utf-8")
     print(f"[{arm}] {report['counts']} in {time.time() - started:.0f} s", flush=True)
+    problems = run_problems(report, finished.returncode)
+    if problems:
+        raise InvalidRun(f"[{arm}] the run proves nothing: " + "; ".join(problems) + f" (log: {out / f'{arm}.log'})")
     return report
 
 
@@ -167,6 +200,10 @@ def compare(out: Path) -> dict[str, Any]:
     reports = {arm: json.loads((out / f"{arm}.json").read_text()) for arm in ARMS if (out / f"{arm}.json").exists()}
     if "grpo" not in reports:
         raise SystemExit(f"no grpo (baseline) report in {out}")
+    for arm, report in reports.items():  # reports written before a run could fail, or by --compare-only
+        problems = run_problems(report, report.get("pytest_exit_status"))
+        if problems:
+            raise InvalidRun(f"[{arm}] {out / f'{arm}.json'} proves nothing: " + "; ".join(problems))
     base = reports["grpo"]["tests"]
     result: dict[str, Any] = {"counts": {arm: r["counts"] for arm, r in reports.items()}, "regressions": {}}
     for arm, report in reports.items():
@@ -217,20 +254,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if not args.compare_only:
-        from tests.trl_compat.offline_hub import ensure_hub
+    try:
+        if not args.compare_only:
+            from tests.trl_compat.offline_hub import ensure_hub
 
-        upstream = resolve_upstream(args.trl_tests, args.test_file)
-        hf_home = ensure_hub(Path(args.hub_cache) if args.hub_cache else None)
-        if args.aem_min_range is not None:
-            os.environ["TRL_COMPAT_AEM_MIN_RANGE"] = str(args.aem_min_range)
-        for arm in args.arms:
-            run_arm(arm, upstream, hf_home, out, keyword=args.keyword, timeout=args.timeout, extra=args.pytest_args)
-    if (out / "grpo.json").exists():
+            upstream = resolve_upstream(args.trl_tests, args.test_file)
+            hf_home = ensure_hub(Path(args.hub_cache) if args.hub_cache else None)
+            if args.aem_min_range is not None:
+                os.environ["TRL_COMPAT_AEM_MIN_RANGE"] = str(args.aem_min_range)
+            for arm in args.arms:
+                (out / f"{arm}.json").unlink(missing_ok=True)  # no stale report may stand in for this run
+            for arm in args.arms:
+                run_arm(
+                    arm, upstream, hf_home, out, keyword=args.keyword, timeout=args.timeout, extra=args.pytest_args
+                )
+        if not (out / "grpo.json").exists():
+            print(f"trl_compat: no grpo (baseline) report in {out}: the arms' reports are there, nothing compared")
+            return 0
         result = compare(out)
-        print((out / "comparison.md").read_text(encoding="utf-8"))
-        return 1 if any(result["regressions"].values()) else 0
-    return 0
+    except InvalidRun as error:
+        print(f"trl_compat: FAILED: {error}", file=sys.stderr, flush=True)
+        return 2
+    print((out / "comparison.md").read_text(encoding="utf-8"))
+    return 1 if any(result["regressions"].values()) else 0
 
 
 if __name__ == "__main__":

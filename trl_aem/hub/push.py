@@ -79,6 +79,8 @@ class ResilientHubApi(HfApi):
         # uploads that failed for good, replayed (if their folder still exists) before the next upload
         self._failed: dict[tuple[str, str], dict[str, Any]] = {}
         self._uploaded: set[tuple[str, str]] = set()  # (folder, path_in_repo) that reached the Hub
+        # folders whose upload was submitted and has not finished yet (a count: the same folder may be queued twice)
+        self._in_flight: dict[str, int] = {}
 
     # ------------------------------------------------------------------ retry core
     def _attempts(self, what: str, call: Callable[[], Any], retries: int | None = None) -> tuple[bool, Any]:
@@ -137,11 +139,26 @@ class ResilientHubApi(HfApi):
         the next upload instead of raising. With ``run_as_future=True`` everything (retries and backoff
         included) happens on the ``HfApi`` upload thread, in submission order."""
         job = {"repo_id": repo_id, "folder_path": str(folder_path), **kwargs}
+        folder = os.path.abspath(job["folder_path"])
+        with self._lock:  # in flight from submission on: the upload thread may start it much later
+            self._in_flight[folder] = self._in_flight.get(folder, 0) + 1
         if run_as_future:
             return self.run_as_future(self._upload_job, job)
         return self._upload_job(job)
 
     def _upload_job(self, job: dict[str, Any]):
+        try:
+            return self._upload_with_replays(job)
+        finally:
+            folder = os.path.abspath(job["folder_path"])
+            with self._lock:
+                left = self._in_flight.get(folder, 0) - 1
+                if left > 0:
+                    self._in_flight[folder] = left
+                else:
+                    self._in_flight.pop(folder, None)
+
+    def _upload_with_replays(self, job: dict[str, Any]):
         with self._lock:
             replay = [j for key, j in self._failed.items() if key != _job_key(job)]
         for old in replay:  # an earlier folder that never reached the Hub (e.g. all_checkpoints' checkpoint-N)
@@ -205,6 +222,14 @@ class ResilientHubApi(HfApi):
         """Folders whose last upload failed and that are waiting for the next push."""
         with self._lock:
             return [job["folder_path"] for job in self._failed.values()]
+
+    @property
+    def pending_uploads(self) -> list[str]:
+        """Absolute paths of the folders that have not reached the Hub yet and must stay on disk: those whose last
+        upload failed (queued for the next push) and those whose upload is submitted or running."""
+        with self._lock:
+            failed = {os.path.abspath(job["folder_path"]) for job in self._failed.values()}
+            return sorted(failed | set(self._in_flight))
 
     def flush_failed(self) -> None:
         """Retry every queued failed upload now (blocking)."""

@@ -126,8 +126,8 @@ class HubMixin:
         """``GRPOTrainer._save_checkpoint`` (then ``Trainer._save_checkpoint``) whose ``save_total_limit`` rotation
         keeps checkpoints still waiting to reach the Hub. Trainer rotates right after the push starts (``rotate_checkpoints(...)`` at the end of
         ``Trainer._save_checkpoint``); a folder whose upload failed is queued for a replay with the next push, and
-        deleting it would lose it from both places. Rotation here runs without those folders, which are rotated
-        once their upload went through."""
+        deleting it would lose it from both places; so would deleting one whose upload is still queued or running.
+        Rotation here runs without those folders, which are rotated once their upload went through."""
         limit = self.args.save_total_limit
         if not (self.args.push_to_hub and limit and limit > 0):
             return super()._save_checkpoint(model, trial)
@@ -141,7 +141,9 @@ class HubMixin:
 
         run_dir = self._get_output_dir(trial=None)
         checkpoints = sort_checkpoints(run_dir, use_mtime=True)
-        pending = {os.path.abspath(folder) for folder in self._hub_api.pending_failures}
+        # not only failed uploads: one still queued or running on the upload thread (a slow Hub, a busy machine) would
+        # otherwise lose its folder under it, and with it the checkpoint on both sides
+        pending = set(self._hub_api.pending_uploads)
         protected = {checkpoints[-1]} if checkpoints else set()
         if self.state.best_model_checkpoint is not None:
             protected.add(str(self.state.best_model_checkpoint))

@@ -135,8 +135,15 @@ class RolloutEngine:
                 episode.ending, episode.error = outcome.status, f"reset: {outcome.error}"
         # trajectory mode: the running token sequence after the initial prompt
         context: list[list[int]] = [[] for _ in episodes]
+        # nested under the trainer's bar and not kept (leave=False): on a terminal it redraws in place, but written
+        # to a file or a pipe every redraw is a new line (hundreds per run), so it is off when stderr is no terminal
+        # (tqdm's disable=None)
         progress = tqdm(
-            total=len(episodes), desc="episodes", unit="ep", disable=not settings.show_progress, leave=False
+            total=len(episodes),
+            desc="episodes",
+            unit="ep",
+            disable=None if settings.show_progress else True,
+            leave=False,
         )
         progress.update(sum(e.finished for e in episodes))
         # Episodes are split into `waves`; while one wave's environment steps run in the pool, the next

@@ -31,6 +31,14 @@ class Turn:
     invalid: bool = False
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        # short: a Turn's token ids, statistics and prompt are hundreds of numbers (issue 23 item 5)
+        flags = ", invalid" if self.invalid else ""
+        return (
+            f"Turn({len(self.completion_ids)} tokens, response {_short(self.response)}, reward {self.reward:g}{flags}, "
+            f"observation {_short(self.observation)})"
+        )
+
 
 @dataclass
 class Episode:
@@ -45,6 +53,15 @@ class Episode:
     success: bool = False
     error: str | None = None
     env_return: float = 0.0
+
+    def __repr__(self) -> str:
+        # short, as it ends up in log lines (TRL's "All reward functions returned None" prints the row that holds
+        # it): no token ids, no statistics, no conversation (issue 23 item 5)
+        error = f", error {_short(self.error, 120)}" if self.error else ""
+        return (
+            f"Episode(#{self.index} group {self.group}, task {_short(self.task, 80)}, {len(self.turns)} turns, "
+            f"ending {self.ending}, return {self.env_return:g}{', success' if self.success else ''}{error})"
+        )
 
     @property
     def finished(self) -> bool:
@@ -67,3 +84,25 @@ class Episode:
             if turn.observation:
                 messages.append({"role": "user", "content": turn.observation})
         return messages
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A ``repr`` of ``value`` of about ``limit`` characters at most, with its quotes and brackets balanced: a long
+    string is cut (its closing quote kept), a long list counted, a dict shown key by key with short values."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    if isinstance(value, str):
+        return text[: max(limit - 4, 2)] + "..." + text[0]
+    if isinstance(value, dict):
+        parts: list[str] = []
+        for key, item in value.items():
+            part = f"{_short(key, 24)}: {_short(item, 24)}"
+            if sum(len(p) + 2 for p in parts) + len(part) > limit - 8:
+                parts.append("...")
+                break
+            parts.append(part)
+        return "{" + ", ".join(parts) + "}"
+    if isinstance(value, list | tuple | set):
+        return f"<{type(value).__name__} of {len(value)}>"
+    return f"<{type(value).__name__}>"

@@ -84,11 +84,11 @@ class StepRowsMixin:
         unscorable = torch.isnan(rewards_per_func).all(dim=1)
         rewards = (rewards_per_func * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)
         rewards[unscorable] = torch.nan
-        advantages, std, _ = group_advantages(rewards, num_generations, self.scale_rewards)
+        advantages, _, _, no_spread = group_advantages(rewards, num_generations, self.scale_rewards)
         rank = self.accelerator.process_index
         local_advantages = advantages[rank * len(inputs) : (rank + 1) * len(inputs)].cpu()
         metrics = self._metrics[mode]
-        log_reward_metrics(metrics, self.reward_func_names, rewards_per_func, rewards, std)
+        log_reward_metrics(metrics, self.reward_func_names, rewards_per_func, rewards, no_spread)
 
         # rows: every turn of every healthy episode, its advantage from the configured estimator
         rows = [
