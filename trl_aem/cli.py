@@ -448,10 +448,9 @@ def _probe_env(factory, name: str, *, held_out: bool) -> _EnvProbe:
                 break
         else:
             if held_out:
-                print(
+                _say(
                     f"trl-aem train: no held-out evaluation: {name!r} has no eval or test tasks "
-                    "(env().tasks('eval') / tasks('test')); the card will show training results only",
-                    flush=True,
+                    "(env().tasks('eval') / tasks('test')); the card will show training results only"
                 )
         return probe
     finally:
@@ -472,7 +471,7 @@ def _policy(script_args: ScriptArguments, config, factory, probe: _EnvProbe):
     if steps and not probe.has_expert:
         raise _error(f"--sft_steps needs expert_action(), which {script_args.environment!r} lacks")
     if steps:
-        print(f"trl-aem train: SFT warm start, {steps} steps on expert demonstrations", flush=True)
+        _say(f"trl-aem train: SFT warm start, {steps} steps on expert demonstrations")
     episodes = probe.train_tasks if steps else 0
     try:
         model, tokenizer = recipes.warm_start_policy(
@@ -502,26 +501,28 @@ def _run(make_trainer, config, probe: _EnvProbe | None = None) -> None:
     held_out = probe is not None and probe.held_out_tasks
     if held_out:
         episodes = len(probe.held_out_tasks) * trainer.num_generations_eval
-        print(
-            f"trl-aem train: held-out evaluation before RL ({episodes} episodes of the {probe.held_out_split} tasks)",
-            flush=True,
-        )
+        _say(f"trl-aem train: held-out evaluation before RL ({episodes} episodes of the {probe.held_out_split} tasks)")
         before = trainer.evaluate()
     trainer.train()
     if held_out:
-        print("trl-aem train: held-out evaluation after RL", flush=True)
+        _say("trl-aem train: held-out evaluation after RL")
         after = trainer.evaluate()
         trainer.create_model_card()  # again, with the evaluation after RL (the one before is kept by train())
-        print(
+        _say(
             f"trl-aem train: held-out success rate {_metric(before, 'success_rate')} before RL -> "
             f"{_metric(after, 'success_rate')} after {trainer.state.global_step} RL step(s) (return "
             f"{_metric(before, 'return')} -> {_metric(after, 'return')}; {episodes} episodes of the "
-            f"{probe.held_out_split} tasks), in the card's model-index",
-            flush=True,
+            f"{probe.held_out_split} tasks), in the card's model-index"
         )
     if config.push_to_hub:
         trainer.push_to_hub()
-    print(f"trl-aem train: model, card and rollout settings in {config.output_dir}", flush=True)
+    _say(f"trl-aem train: model, card and rollout settings in {config.output_dir}")
+
+
+def _say(message: str) -> None:
+    """A progress line of ``trl-aem train``, printed once (by the first process under ``torchrun`` / ``accelerate``)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, flush=True)
 
 
 def _metric(metrics: dict, name: str) -> str:
