@@ -42,7 +42,7 @@ def test_docker_command_construction():
     joined = " ".join(argv)
     for part in ("--network none", "--memory 4g", "--memory-swap 4g", "--pids-limit 256", "--cpus 1.5"):
         assert part in joined, part
-    assert "--cap-drop ALL" in joined and "no-new-privileges" in joined and argv[-3:] == ["img:1", "sleep", "infinity"]
+    assert "--cap-drop ALL" in joined and "no-new-privileges" in joined and argv[-4:-1] == ["img:1", "sh", "-c"]
     argv = swe_docker.exec_argv("box", "pytest -q", 30)
     assert argv[:2] == ["docker", "exec"] and "timeout" in argv and argv[-3:] == ["bash", "-c", "pytest -q"]
     assert swe_docker.remove_argv("box") == ["docker", "rm", "--force", "box"]

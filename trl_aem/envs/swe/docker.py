@@ -20,11 +20,14 @@ launcher is injectable (``runner``).
 from __future__ import annotations
 
 import contextlib
+import os
 import posixpath
 import re
 import shlex
 import shutil
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ __all__ = [
     "image_for",
     "parse_test_output",
     "remove_argv",
+    "remove_orphans",
     "run_argv",
 ]
 
@@ -71,8 +75,18 @@ def image_for(task: dict, *, namespace: str = "swebench", arch: str = "x86_64") 
     return f"{namespace}/sweb.eval.{arch}.{instance}:latest"
 
 
-def run_argv(image: str, name: str, limits: DockerLimits, *, workdir: str = "/testbed", docker: str = "docker"):
-    """``docker run`` for an idle, locked-down container the episode then ``exec``s into."""
+def run_argv(
+    image: str,
+    name: str,
+    limits: DockerLimits,
+    *,
+    workdir: str = "/testbed",
+    docker: str = "docker",
+    owner: str | None = None,
+) -> list[str]:
+    """``docker run`` for an idle, locked-down container the episode then ``exec``s into. ``owner`` labels it
+    with the process that started it, so that :func:`remove_orphans` can find it once that process is gone."""
+    labels = ["--label", f"{OWNER_LABEL}={owner}"] if owner else []
     return [
         docker,
         "run",
@@ -80,6 +94,7 @@ def run_argv(image: str, name: str, limits: DockerLimits, *, workdir: str = "/te
         "--rm",
         "--name",
         name,
+        *labels,
         "--network",
         limits.network,
         "--memory",
@@ -99,24 +114,120 @@ def run_argv(image: str, name: str, limits: DockerLimits, *, workdir: str = "/te
         "--entrypoint",
         "",
         image,
-        "sleep",
-        "infinity",
+        "sh",
+        "-c",
+        _IDLE,
     ]
+
+
+# The container's PID 1: idles, and reaps the processes the kernel hands it (those of ended commands, see
+# _KILL_LEFTOVERS). `sleep infinity` as PID 1 never reaps: every orphan stayed a zombie, counted against the
+# pids limit for the rest of the episode. `kill -9 -1` ends the sleep too; the loop starts another.
+_IDLE = "while :; do sleep 3600 & wait; done"
 
 
 def exec_argv(
     name: str, command: str, timeout: float, *, workdir: str = "/testbed", stdin: bool = False, docker: str = "docker"
 ) -> list[str]:
-    """``docker exec`` of ``bash -c command`` under ``timeout -s KILL`` (killed in the container too)."""
+    """``docker exec`` of ``bash -c command`` under ``timeout -s KILL``; when it ends, every process left in the
+    container but its PID 1 is killed (:data:`_KILL_LEFTOVERS`)."""
     argv = [docker, "exec"]
     if stdin:
         argv.append("--interactive")
-    argv += ["--workdir", workdir, name, "timeout", "-s", "KILL", f"{max(1, int(timeout))}s", "bash", "-c", command]
+    argv += ["--workdir", workdir, name, "sh", "-c", _KILL_LEFTOVERS]
+    argv += ["timeout", "-s", "KILL", f"{max(1, int(timeout))}s", "bash", "-c", command]
     return argv
+
+
+# Measured against a real daemon: `timeout -s KILL` alone left a timed-out command's shell and its children
+# running in the container, and background processes (`cmd &`, `setsid cmd`) outlived their command; they
+# could then edit the repository while the file tools or the tests run. As in the local sandbox, nothing of the
+# agent runs between its commands: after the command, `kill -9 -1` ends every process of the container's
+# PID namespace except its PID 1 (_IDLE) and this shell. Commands of one episode never overlap.
+_KILL_LEFTOVERS = '"$0" "$@"; status=$?; kill -9 -1 2>/dev/null; exit $status'
 
 
 def remove_argv(name: str, *, docker: str = "docker") -> list[str]:
     return [docker, "rm", "--force", name]
+
+
+# ------------------------------------------------------------------ containers of crashed processes
+# A container idles (_IDLE) until close() removes it; if the episode's process dies first (killed,
+# OOM), nothing would. Each container is labelled with its owner: this machine (boot id and hostname, so a
+# PID from another machine or container is never judged here), the owner's PID and that PID's start time (so
+# a reused PID is not mistaken for the owner). remove_orphans() removes the containers whose owner is gone.
+OWNER_LABEL = "trl-aem.owner"
+
+
+def _host_key() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            boot = handle.read().strip()[:8]
+    except OSError:
+        boot = "noboot"
+    return f"{boot}.{os.uname().nodename}"
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def owner_label(pid: int | None = None) -> str:
+    """``HOSTKEY:PID:STARTTIME`` of the process ``pid`` (default: this one)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{_host_key()}:{pid}:{_start_time(pid) or 0}"
+
+
+def _owner_gone(label: str) -> bool:
+    host, _, rest = label.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != _host_key() or not pid.isdigit() or started in ("", "0"):
+        return False  # another machine's or container's, or no start time to compare: not ours to judge
+    return _start_time(int(pid)) != started
+
+
+def remove_orphans(docker: str = "docker", runner: Runner = subprocess.run) -> list[str]:
+    """Remove the ``trl-aem-swe-*`` containers whose owner process (on this machine) is gone; returns their
+    names. Never raises: a daemon that does not answer leaves them for a later sweep."""
+    listing = [docker, "ps", "--all", "--filter", f"label={OWNER_LABEL}", "--format"]
+    listing.append(f'{{{{.Names}}}}\t{{{{.Label "{OWNER_LABEL}"}}}}')
+    try:
+        proc = runner(listing, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    orphans = []
+    for line in (proc.stdout or "").splitlines() if proc.returncode == 0 else []:
+        name, _, label = line.partition("\t")
+        if name.startswith("trl-aem-swe-") and _owner_gone(label):
+            orphans.append(name)
+    for name in orphans:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            runner(remove_argv(name, docker=docker), capture_output=True, text=True, timeout=120)
+    return orphans
+
+
+_swept: set[tuple[str, str | None]] = set()  # (client, DOCKER_HOST) pairs found answering, and swept
+_swept_lock = threading.Lock()
+
+
+def _sweep_once(docker: str, runner: Runner) -> None:
+    """:func:`check_daemon`, then :func:`remove_orphans`, once per process, client and daemon: ``docker info``
+    and ``docker ps`` cost about a tenth of a second, too much to pay for every episode."""
+    if runner is not subprocess.run:  # a fake runner: check every time, no sweep (its tests count the calls)
+        check_daemon(docker, runner)
+        return
+    key = (docker, os.environ.get("DOCKER_HOST"))
+    with _swept_lock:
+        if key in _swept and shutil.which(docker) is not None:
+            return
+        check_daemon(docker, runner)
+        remove_orphans(docker, runner)
+        _swept.add(key)
 
 
 def check_daemon(docker: str = "docker", runner: Runner = subprocess.run) -> None:
@@ -161,6 +272,12 @@ def _test_files(test_patch: str) -> list[str]:
     return check_patch_paths(test_patch) if test_patch.strip() else []
 
 
+def _error_text(proc: subprocess.CompletedProcess) -> str:
+    """What went wrong: the command's stderr, else stdout, where ``docker exec`` prints its own errors
+    (e.g. ``OCI runtime exec failed: ... chdir to cwd``)."""
+    return ((proc.stderr or "").strip() or (proc.stdout or "").strip()) or f"exit code {proc.returncode}"
+
+
 class DockerWorkspace:
     """One real instance in its own container (see the module docstring)."""
 
@@ -178,12 +295,13 @@ class DockerWorkspace:
         self.task, self.limits, self.workdir = task, limits or DockerLimits(), workdir
         self.docker, self.runner = docker, runner
         self.repo_label = workdir
-        check_daemon(docker, runner)
+        _sweep_once(docker, runner)
         self.image = image or image_for(task, namespace=namespace)
         self.name = f"trl-aem-swe-{uuid.uuid4().hex[:12]}"
-        proc = self._call(run_argv(self.image, self.name, self.limits, workdir=workdir, docker=docker), 600)
+        argv = run_argv(self.image, self.name, self.limits, workdir=workdir, docker=docker, owner=owner_label())
+        proc = self._call(argv, 600)
         if proc.returncode != 0:
-            raise SandboxError(f"could not start a container from {self.image}: {proc.stderr.strip()[:500]}")
+            raise SandboxError(f"could not start a container from {self.image}: {_error_text(proc)}")
         self.closed = False
 
     def _call(self, argv: list[str], timeout: float, input: str | None = None) -> subprocess.CompletedProcess:
@@ -197,9 +315,11 @@ class DockerWorkspace:
         timeout = self.limits.timeout if timeout is None else timeout
         chars = self.limits.output_chars if output_chars is None else output_chars
         argv = exec_argv(self.name, command, timeout, workdir=self.workdir, docker=self.docker)
+        started = time.monotonic()
         proc = self._call(argv, timeout + 30)
         output = (proc.stdout or "") + (proc.stderr or "")
-        timed_out = proc.returncode in (124, 137)
+        # 137 is also a command's own SIGKILL (the memory limit's OOM kill): only a full timeout is a timeout
+        timed_out = proc.returncode in (124, 137) and time.monotonic() - started >= 0.9 * timeout
         shown = truncate(output, chars)
         if timed_out:
             shown += f"\n[command killed: no result within {timeout:g} seconds]"
@@ -221,18 +341,20 @@ class DockerWorkspace:
 
     def read_text(self, path: str) -> str:
         full = self._path(path)
-        proc = self._call(exec_argv(self.name, f"cat -- {shlex.quote(full)}", 60, docker=self.docker), 90)
+        command = f"cat -- {shlex.quote(full)}"
+        proc = self._call(exec_argv(self.name, command, 60, workdir=self.workdir, docker=self.docker), 90)
         if proc.returncode != 0:
-            raise FileNotFoundError(f"{path}: {proc.stderr.strip()[:200]}")
+            raise FileNotFoundError(f"{path}: {_error_text(proc)[:200]}")
         return proc.stdout
 
     def write_text(self, path: str, text: str) -> str:
         full = self._path(path)
         quoted = shlex.quote(full)
         command = f"mkdir -p -- $(dirname -- {quoted}) && cat > {quoted}"
-        proc = self._call(exec_argv(self.name, command, 60, stdin=True, docker=self.docker), 90, input=text)
+        argv = exec_argv(self.name, command, 60, workdir=self.workdir, stdin=True, docker=self.docker)
+        proc = self._call(argv, 90, input=text)
         if proc.returncode != 0:
-            raise OSError(f"could not write {path}: {proc.stderr.strip()[:200]}")
+            raise OSError(f"could not write {path}: {_error_text(proc)[:200]}")
         return posixpath.relpath(full, self.workdir)
 
     def exists(self, path: str) -> bool:
