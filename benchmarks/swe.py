@@ -4,11 +4,18 @@
     python benchmarks/swe.py --validate    # also re-validates every generated bug and times it (minutes)
     python benchmarks/swe.py --overhead-only --compare-with REV      # only the jail's per-command overhead,
                                                                      # interleaved with git revision REV's
+    python benchmarks/swe.py --docker      # also the Docker back end (a private dockerd; root), see below
+    python benchmarks/swe.py --docker-only # only the Docker back end; the local figures are kept
 
 Episodes are offline tasks in the local namespace sandbox. "expert": reset, apply the gold patch, submit
 (the final test run). "10-turn": reset, ten shell commands an agent typically runs (listing, grep, cat,
 git, running the tests), then submit. "pool": the same expert episodes through the trainer's EnvPool with
 one worker and with four, to show that episodes do not serialise.
+
+Docker back end (``--docker``): the same episodes through ``SWEEnv(backend="docker")`` on a small real
+instance (a buggy ``calc`` package at ``/testbed`` in a Debian bookworm image) against a private dockerd
+started by ``tests/envs/swe/docker_daemon.py`` (or the daemon at ``TRL_AEM_DOCKER_HOST``); also the cost of
+one ``docker exec`` of ``true``, of starting a container (reset) and of removing it (close).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from trl_aem.envs import EnvCall, EnvPool
 from trl_aem.envs.swe import SWEEnv, generator, offline_tasks
 
 RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = [
     "ls -la",
     "git status --short",
@@ -72,8 +80,12 @@ def ten_turn_episode(env: SWEEnv, task: dict) -> tuple[float, list[float]]:
     return time.perf_counter() - started, per_command
 
 
-def pool_seconds(tasks: list[dict], workers: int) -> float:
-    pool = EnvPool(SWEEnv, worker_type="thread", max_workers=workers, timeout=600)
+def docker_env() -> SWEEnv:
+    return SWEEnv(backend="docker")
+
+
+def pool_seconds(tasks: list[dict], workers: int, docker: bool = False) -> float:
+    pool = EnvPool(docker_env if docker else SWEEnv, worker_type="thread", max_workers=workers, timeout=600)
     try:
         started = time.perf_counter()
         outcomes = pool.run([EnvCall(k, "reset", t) for k, t in enumerate(tasks)])
@@ -160,6 +172,76 @@ def git_revision() -> str:
     return proc.stdout.strip() or "?"
 
 
+def docker_figures(episodes: int) -> dict:
+    """The Docker back end's costs (module docstring), against a private daemon stopped at the end."""
+    sys.path.insert(0, str(ROOT))
+    from tests.envs.swe import docker_daemon as dd  # the tests' daemon and images (standard library only)
+
+    reason = dd.unavailable_reason()
+    if reason:
+        raise SystemExit(f"--docker: no daemon can start here: {reason}")
+    load = [round(x, 2) for x in os.getloadavg()]
+    started = time.perf_counter()
+    daemon = dd.start_daemon()
+    setup = {"date": time.strftime("%Y-%m-%d"), "load_average_at_start": load}
+    setup["daemon_start_s"] = round(time.perf_counter() - started, 2)
+    previous = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = daemon.host  # the workspaces' docker commands go to this daemon
+    try:
+        started = time.perf_counter()
+        setup["base_image"] = dd.ensure_base_image(daemon)[1]
+        setup["base_image_s"] = round(time.perf_counter() - started, 1)
+        started = time.perf_counter()
+        task = dd.calc_task(*dd.ensure_task_image(daemon))
+        setup["task_image_s"] = round(time.perf_counter() - started, 1)
+        return {**setup, **docker_episodes(task, episodes)}
+    finally:
+        if previous is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = previous
+        daemon.stop()
+
+
+def docker_episodes(task: dict, episodes: int) -> dict:
+    env = SWEEnv(backend="docker")
+    try:
+        expert_episode(env, task)  # warm: the first container start reads the image from disk
+        expert = [expert_episode(env, task) for _ in range(episodes)]
+        ten = [ten_turn_episode(env, task) for _ in range(max(1, episodes // 2))]
+        resets, closes, exec_true = [], [], []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            env.reset(task)
+            t1 = time.perf_counter()
+            exec_true += [timed(env.workspace.run, "true") for _ in range(6)]
+            t2 = time.perf_counter()
+            env.close()
+            resets.append(t1 - t0)
+            closes.append(time.perf_counter() - t2)
+    finally:
+        env.close()
+    return {
+        "expert_episode_seconds": summary([s for s, _ in expert]),
+        "expert_success_rate": sum(ok for _, ok in expert) / len(expert),
+        "ten_turn_episode_seconds": summary([s for s, _ in ten]),
+        "command_seconds": summary([c for _, cs in ten for c in cs]),
+        "exec_true_seconds": summary(exec_true),
+        "reset_seconds": summary(resets),
+        "close_seconds": summary(closes),
+        "pool_8_expert_episodes_seconds": {
+            "1_worker": round(pool_seconds([task] * 8, 1, docker=True), 2),
+            "4_workers": round(pool_seconds([task] * 8, 4, docker=True), 2),
+        },
+    }
+
+
+def timed(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
 def summary(values: list[float]) -> dict:
     return {
         "mean": round(statistics.mean(values), 3),
@@ -178,7 +260,12 @@ def main() -> None:
     parser.add_argument(
         "--compare-with", metavar="REV", help="also measure git revision REV's sandbox, interleaved (before/after)"
     )
+    parser.add_argument("--docker", action="store_true", help="also measure the Docker back end (private dockerd)")
+    parser.add_argument("--docker-only", action="store_true", help="only the Docker back end; keep the rest")
     args = parser.parse_args()
+    if args.docker_only:
+        run_docker_only(args.episodes)
+        return
     load = [round(x, 2) for x in os.getloadavg()]  # a shared machine: other work slows every figure
     previous = json.loads((RESULTS / "swe.json").read_text()) if (RESULTS / "swe.json").is_file() else {}
     overhead = command_overhead(args.compare_with)
@@ -233,9 +320,55 @@ def main() -> None:
         "validation_reproduces_cache": same if args.validate else None,
         "command_overhead": overhead,
     }
+    if args.docker:
+        payload["docker"] = docker_figures(args.episodes)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "swe.json").write_text(json.dumps(payload, indent=2) + "\n")
     write_markdown(payload)
+
+
+def run_docker_only(episodes: int) -> None:
+    """Measure the Docker back end and merge its figures into the results file (the rest is kept)."""
+    path = RESULTS / "swe.json"
+    payload = json.loads(path.read_text()) if path.is_file() else {}
+    payload["docker"] = docker_figures(episodes)
+    print(json.dumps(payload["docker"], indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_markdown(payload)
+
+
+def docker_lines(docker: dict) -> list[str]:
+    """The Docker back end's section of swe.md."""
+    e, t, c = docker["expert_episode_seconds"], docker["ten_turn_episode_seconds"], docker["command_seconds"]
+    x, r, k = docker["exec_true_seconds"], docker["reset_seconds"], docker["close_seconds"]
+    pool = docker["pool_8_expert_episodes_seconds"]
+    when = f"{docker['date']}, load average {docker['load_average_at_start'][0]} at the start"
+    image = docker["base_image"].split(" ")[0]  # present, loaded (from the cache folder) or built
+    rows = [
+        ("expert (reset, gold patch, submit)", e),
+        ("10 commands then submit", t),
+        ("one command (in those episodes)", c),
+        ("`docker exec` of `true`", x),
+        ("reset (start a container)", r),
+        ("close (remove it)", k),
+    ]
+    return [
+        "",
+        "##### Docker back end",
+        "",
+        f"`python benchmarks/swe.py --docker-only` (or `--docker`), {when}: one small real instance (a buggy "
+        "`calc` package at `/testbed` in a Debian bookworm image, pytest) against a private dockerd "
+        f"(`tests/envs/swe/docker_daemon.py`: started in {docker['daemon_start_s']} s, base image {image} in "
+        f"{docker['base_image_s']} s).",
+        "",
+        "| Docker back end | seconds (mean) | median | min | max | n |",
+        "|---|---|---|---|---|---|",
+        *(f"| {name} | {v['mean']} | {v['median']} | {v['min']} | {v['max']} | {v['n']} |" for name, v in rows),
+        "",
+        f"Expert success rate: {docker['expert_success_rate']:.2f}. Eight expert episodes through the EnvPool: "
+        f"{pool['1_worker']:.2f} s with 1 worker, {pool['4_workers']:.2f} s with 4 workers.",
+    ]
 
 
 def write_markdown(payload: dict) -> None:
@@ -293,6 +426,8 @@ def write_markdown(payload: dict) -> None:
             f"Re-validating every mutant took {validation_seconds} s "
             f"({'same verdicts as the shipped cache' if same else 'verdicts DIFFER from the shipped cache'}).",
         ]
+    if payload.get("docker"):
+        lines += docker_lines(payload["docker"])
     (RESULTS / "swe.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

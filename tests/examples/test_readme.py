@@ -66,6 +66,10 @@ SKIP = {
     "eval command itself is tested in tests/hub against a local Hub server)",
     "ruff check . && ruff format --check .": ".ci/run runs it",
     "python -m pytest -q tests/test_trainer_distributed.py": "part of the test suite",
+    "apt-get install -y docker.io debootstrap": "root and apt: .ci/run installs them where it can",
+    "python tests/envs/swe/docker_daemon.py": "needs root and dockerd; the tests' fixture runs the same code",
+    "python -m pytest -q tests/envs/swe/test_docker_daemon.py": "part of the test suite",
+    "python benchmarks/swe.py --docker-only": "a benchmark (needs root and dockerd); its figures are committed",
 }
 
 

@@ -281,3 +281,5 @@ if __name__ == "__main__":
     print(ensure_base_image(daemon)[1], f"({time.perf_counter() - started:.1f} s)")
     started = time.perf_counter()
     print("task image", ensure_task_image(daemon), f"({time.perf_counter() - started:.1f} s)")
+    if daemon.root is not None:
+        print(f"left running; stop it with: kill $(cat {daemon.root}/pid); rm -rf {daemon.root}")
