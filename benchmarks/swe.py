@@ -175,7 +175,7 @@ def git_revision() -> str:
 def docker_figures(episodes: int) -> dict:
     """The Docker back end's costs (module docstring), against a private daemon stopped at the end."""
     sys.path.insert(0, str(ROOT))
-    from tests.envs.swe import docker_daemon as dd  # the tests' daemon and images (standard library only)
+    from tests.envs.swe import docker_daemon as dd  # the daemon and images of the tests
 
     reason = dd.unavailable_reason()
     if reason:

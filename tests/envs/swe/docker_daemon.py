@@ -23,12 +23,15 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from trl_aem.envs.swe import docker as swe_docker
 
 BASE_IMAGE = "local/trl-aem-py:bookworm"
 TASK_IMAGE = "local/trl-aem-task:calc"
@@ -62,15 +65,14 @@ class Daemon:
 
     def stop(self) -> None:
         """Stop a daemon this module started (its containers go with it) and remove its directory."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            self.process = None
         if self.root is not None:
             # the data root holds overlay mounts until the daemon is gone; unmount leftovers before removing
             subprocess.run(["umount", "-R", "-l", str(self.root / "data")], capture_output=True)
@@ -94,13 +96,17 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def start_daemon(timeout: float = 60) -> Daemon:
-    """A daemon given by ``TRL_AEM_DOCKER_HOST``, else a private ``dockerd`` (module docstring)."""
+def start_daemon(timeout: float = 60, *, owned: bool = True) -> Daemon:
+    """A daemon given by ``TRL_AEM_DOCKER_HOST``, else a private ``dockerd`` (module docstring). ``owned``: the
+    daemon belongs to this process, and a later :func:`start_daemon` stops it if this process dies first."""
     given = os.environ.get("TRL_AEM_DOCKER_HOST")
     if given:
         return _wait_ready(Daemon(host=given), timeout)
+    stop_stale_daemons()
     # short: a unix socket path may not exceed 107 bytes
     root = Path(tempfile.mkdtemp(prefix="trl-dk-", dir="/tmp"))
+    if owned:
+        (root / "owner").write_text(swe_docker.owner_label())
     argv = [
         "dockerd",
         "--host", f"unix://{root}/sock",
@@ -113,6 +119,43 @@ def start_daemon(timeout: float = 60) -> Daemon:
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     return _wait_ready(Daemon(host=f"unix://{root}/sock", process=process, root=root), timeout)
+
+
+def stop_stale_daemons() -> list[Path]:
+    """Stop the private daemons whose owner process is gone (a test session killed before its teardown)."""
+    stopped = []
+    for owner in Path("/tmp").glob("trl-dk-*/owner"):
+        root = owner.parent
+        if not swe_docker._owner_gone(owner.read_text().strip()):
+            continue
+        try:
+            pid = int((root / "pid").read_text())
+            alive = str(root) in Path(f"/proc/{pid}/cmdline").read_text()  # that PID is still our dockerd
+        except (OSError, ValueError):
+            pid, alive = 0, False
+        Daemon(host="", process=_Adopted(pid) if alive else None, root=root).stop()
+        stopped.append(root)
+    return stopped
+
+
+class _Adopted:
+    """The ``Popen`` subset :meth:`Daemon.stop` uses, for a daemon another (dead) process started."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def terminate(self) -> None:
+        os.kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while Path(f"/proc/{self.pid}").exists():
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("dockerd", timeout)
+            time.sleep(0.2)
 
 
 def _wait_ready(daemon: Daemon, timeout: float) -> Daemon:
@@ -275,7 +318,7 @@ def calc_task(image: str, base_commit: str) -> dict:
 
 if __name__ == "__main__":
     started = time.perf_counter()
-    daemon = start_daemon()
+    daemon = start_daemon(owned=False)  # left running for the user: no later session stops it
     print(f"daemon ready in {time.perf_counter() - started:.1f} s: DOCKER_HOST={daemon.host}")
     started = time.perf_counter()
     print(ensure_base_image(daemon)[1], f"({time.perf_counter() - started:.1f} s)")

@@ -1,6 +1,7 @@
 """The Docker back end against a real daemon (a private dockerd, see :mod:`.docker_daemon`; skipped with the
 reason where none can start): episodes through ``SWEEnv(backend="docker")``, the limits seen from inside the
-container, command timeouts, and the removal of containers a crashed process left behind.
+container, command timeouts, and the removal of containers a crashed process left behind (and of the daemon
+of a killed test session).
 
 Grading is asserted only through rewards and ``info["success"]``, so it holds whichever way the workspace
 grades (in the episode's container or a fresh one)."""
@@ -13,12 +14,14 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from trl_aem.envs import SWEEnv
 from trl_aem.envs.swe import docker as swe_docker
 
+from . import docker_daemon as dd
 from .docker_daemon import CALC_BUGGY
 
 
@@ -213,3 +216,38 @@ def test_containers_of_a_killed_process_are_removed(docker_setup, env):
     assert orphan not in left and live in left
     env.close()
     assert containers(docker_setup) == []
+
+
+KILLED_SESSION = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from tests.envs.swe import docker_daemon as dd
+daemon = dd.start_daemon()
+print(daemon.root, daemon.process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # a test session killed before its teardown
+"""
+
+
+def test_a_killed_sessions_daemon_is_stopped_by_the_next(docker_setup, monkeypatch):
+    if docker_setup.daemon.process is None:
+        pytest.skip("a daemon given by TRL_AEM_DOCKER_HOST: this test starts private ones")
+    monkeypatch.delenv("TRL_AEM_DOCKER_HOST", raising=False)
+    root = str(Path(__file__).resolve().parents[3])
+    proc = subprocess.run([sys.executable, "-c", KILLED_SESSION, root], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    daemon_root, pid = proc.stdout.split()
+    assert Path(f"/proc/{pid}").exists()  # its dockerd outlived it
+    assert Path(daemon_root) in dd.stop_stale_daemons()
+    assert not Path(f"/proc/{pid}").exists() and not Path(daemon_root).exists()
+    assert docker_setup.daemon.docker("info").returncode == 0  # the live session's daemon is left alone
+
+
+def test_without_root_or_dockerd_the_reason_is_given(monkeypatch):
+    monkeypatch.delenv("TRL_AEM_DOCKER_HOST", raising=False)
+    monkeypatch.setattr(dd.shutil, "which", lambda name: None if name == "dockerd" else f"/usr/bin/{name}")
+    assert "apt-get install docker.io debootstrap" in dd.unavailable_reason()
+    monkeypatch.setattr(dd.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(dd.os, "geteuid", lambda: 1000)
+    assert dd.unavailable_reason() == "a private dockerd needs root"
+    monkeypatch.setenv("TRL_AEM_DOCKER_HOST", "unix:///tmp/x/sock")
+    assert dd.unavailable_reason() is None
