@@ -170,6 +170,17 @@ def test_limits_are_applied_inside_the_container(docker_setup):
         workspace.close()
 
 
+def test_more_cpus_than_the_daemon_has_means_all_of_them(docker_setup):
+    limits = swe_docker.DockerLimits(cpus=512.0)
+    workspace = swe_docker.DockerWorkspace(docker_setup.task, limits=limits)
+    try:
+        assert 1 <= workspace.limits.cpus < 512 and limits.cpus == 512  # the caller's limits are not changed
+        quota = cgroup_value(workspace, "cpu/cpu.cfs_quota_us", "cpu.max").split()[0]
+        assert int(quota) == int(workspace.limits.cpus * 100_000), quota
+    finally:
+        workspace.close()
+
+
 def test_files_outside_testbed_and_error_texts(docker_setup):
     """A workdir the image does not have (the reported rc 126: read_text/write_text ran in /testbed)."""
     workspace = swe_docker.DockerWorkspace({}, image=docker_setup.base_image, workdir="/work/repo")

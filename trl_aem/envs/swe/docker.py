@@ -20,6 +20,7 @@ launcher is injectable (``runner``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import posixpath
 import re
@@ -121,8 +122,9 @@ def run_argv(
 
 
 # The container's PID 1: idles, and reaps the processes the kernel hands it (those of ended commands, see
-# _KILL_LEFTOVERS). `sleep infinity` as PID 1 never reaps: every orphan stayed a zombie, counted against the
-# pids limit for the rest of the episode. `kill -9 -1` ends the sleep too; the loop starts another.
+# _KILL_LEFTOVERS). `sleep infinity` as PID 1 never reaps: every killed or orphaned process (a timed-out
+# command's shell and children too) stayed a zombie, counted against the pids limit for the rest of the
+# episode. `kill -9 -1` ends the sleep too; the loop starts another.
 _IDLE = "while :; do sleep 3600 & wait; done"
 
 
@@ -139,11 +141,11 @@ def exec_argv(
     return argv
 
 
-# Measured against a real daemon: `timeout -s KILL` alone left a timed-out command's shell and its children
-# running in the container, and background processes (`cmd &`, `setsid cmd`) outlived their command; they
-# could then edit the repository while the file tools or the tests run. As in the local sandbox, nothing of the
-# agent runs between its commands: after the command, `kill -9 -1` ends every process of the container's
-# PID namespace except its PID 1 (_IDLE) and this shell. Commands of one episode never overlap.
+# Measured against a real daemon: `timeout -s KILL` kills a timed-out command's process group, but background
+# processes of a command that ended (`cmd &`, `setsid cmd`) kept running; they could then edit the repository
+# while the file tools or the tests run. As in the local sandbox, nothing of the agent runs between its
+# commands: after the command, `kill -9 -1` ends every process of the container's PID namespace except its
+# PID 1 (_IDLE) and this shell. Commands of one episode never overlap.
 _KILL_LEFTOVERS = '"$0" "$@"; status=$?; kill -9 -1 2>/dev/null; exit $status'
 
 
@@ -272,6 +274,12 @@ def _test_files(test_patch: str) -> list[str]:
     return check_patch_paths(test_patch) if test_patch.strip() else []
 
 
+def _available_cpus(proc: subprocess.CompletedProcess) -> float | None:
+    """The daemon's CPU count when ``docker run`` refused ``--cpus`` as more than it has, else None."""
+    match = re.search(r"Range of CPUs is from [\d.]+ to ([\d.]+)", _error_text(proc) if proc.returncode else "")
+    return float(match.group(1)) if match else None
+
+
 def _error_text(proc: subprocess.CompletedProcess) -> str:
     """What went wrong: the command's stderr, else stdout, where ``docker exec`` prints its own errors
     (e.g. ``OCI runtime exec failed: ... chdir to cwd``)."""
@@ -298,11 +306,21 @@ class DockerWorkspace:
         _sweep_once(docker, runner)
         self.image = image or image_for(task, namespace=namespace)
         self.name = f"trl-aem-swe-{uuid.uuid4().hex[:12]}"
-        argv = run_argv(self.image, self.name, self.limits, workdir=workdir, docker=docker, owner=owner_label())
-        proc = self._call(argv, 600)
+        proc = self._start()
+        cpus = _available_cpus(proc)
+        if cpus is not None and cpus < self.limits.cpus:  # the daemon's machine has fewer: use them all
+            self.limits = dataclasses.replace(self.limits, cpus=cpus)
+            proc = self._start()
         if proc.returncode != 0:
             raise SandboxError(f"could not start a container from {self.image}: {_error_text(proc)}")
         self.closed = False
+
+    def _start(self) -> subprocess.CompletedProcess:
+        """``docker run`` of this episode's container, labelled with this process (see remove_orphans)."""
+        argv = run_argv(
+            self.image, self.name, self.limits, workdir=self.workdir, docker=self.docker, owner=owner_label()
+        )
+        return self._call(argv, 600)
 
     def _call(self, argv: list[str], timeout: float, input: str | None = None) -> subprocess.CompletedProcess:
         try:
