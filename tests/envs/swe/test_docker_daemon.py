@@ -170,6 +170,13 @@ def test_limits_are_applied_inside_the_container(docker_setup):
         workspace.close()
 
 
+def test_a_container_gone_mid_episode_ends_it(docker_setup, env):
+    env.reset(docker_setup.task)
+    docker_setup.daemon.check("rm", "--force", env.workspace.name)
+    result = env.step(call("bash", command="ls"))
+    assert result.done and result.reward == 0.0 and "container is gone" in result.info["error"]
+
+
 def test_more_cpus_than_the_daemon_has_means_all_of_them(docker_setup):
     limits = swe_docker.DockerLimits(cpus=512.0)
     workspace = swe_docker.DockerWorkspace(docker_setup.task, limits=limits)

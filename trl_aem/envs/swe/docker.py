@@ -274,6 +274,11 @@ def _test_files(test_patch: str) -> list[str]:
     return check_patch_paths(test_patch) if test_patch.strip() else []
 
 
+# docker exec's own answer when the container was removed or stopped under the episode (daemon restart, OOM of
+# its PID 1, someone's `docker rm`): a broken sandbox, not a command's output
+_CONTAINER_GONE = re.compile(r"Error response from daemon: (No such container|Container \S+ is not running)")
+
+
 def _available_cpus(proc: subprocess.CompletedProcess) -> float | None:
     """The daemon's CPU count when ``docker run`` refused ``--cpus`` as more than it has, else None."""
     match = re.search(r"Range of CPUs is from [\d.]+ to ([\d.]+)", _error_text(proc) if proc.returncode else "")
@@ -329,12 +334,19 @@ class DockerWorkspace:
             out = error.stdout.decode(errors="replace") if isinstance(error.stdout, bytes) else error.stdout or ""
             return subprocess.CompletedProcess(argv, 124, out, "timeout")
 
+    def _exec(self, argv: list[str], timeout: float, input: str | None = None) -> subprocess.CompletedProcess:
+        """A ``docker exec``; raises :class:`SandboxError` (the episode ends) when the container is gone."""
+        proc = self._call(argv, timeout, input)
+        if proc.returncode == 1 and _CONTAINER_GONE.match(proc.stderr or ""):
+            raise SandboxError(f"the episode's container is gone: {proc.stderr.strip()[:300]}")
+        return proc
+
     def run(self, command: str, timeout: float | None = None, *, output_chars: int | None = None) -> CommandResult:
         timeout = self.limits.timeout if timeout is None else timeout
         chars = self.limits.output_chars if output_chars is None else output_chars
         argv = exec_argv(self.name, command, timeout, workdir=self.workdir, docker=self.docker)
         started = time.monotonic()
-        proc = self._call(argv, timeout + 30)
+        proc = self._exec(argv, timeout + 30)
         output = (proc.stdout or "") + (proc.stderr or "")
         # 137 is also a command's own SIGKILL (the memory limit's OOM kill): only a full timeout is a timeout
         timed_out = proc.returncode in (124, 137) and time.monotonic() - started >= 0.9 * timeout
@@ -360,7 +372,7 @@ class DockerWorkspace:
     def read_text(self, path: str) -> str:
         full = self._path(path)
         command = f"cat -- {shlex.quote(full)}"
-        proc = self._call(exec_argv(self.name, command, 60, workdir=self.workdir, docker=self.docker), 90)
+        proc = self._exec(exec_argv(self.name, command, 60, workdir=self.workdir, docker=self.docker), 90)
         if proc.returncode != 0:
             raise FileNotFoundError(f"{path}: {_error_text(proc)[:200]}")
         return proc.stdout
@@ -370,7 +382,7 @@ class DockerWorkspace:
         quoted = shlex.quote(full)
         command = f"mkdir -p -- $(dirname -- {quoted}) && cat > {quoted}"
         argv = exec_argv(self.name, command, 60, workdir=self.workdir, stdin=True, docker=self.docker)
-        proc = self._call(argv, 90, input=text)
+        proc = self._exec(argv, 90, input=text)
         if proc.returncode != 0:
             raise OSError(f"could not write {path}: {_error_text(proc)[:200]}")
         return posixpath.relpath(full, self.workdir)
