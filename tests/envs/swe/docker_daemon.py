@@ -28,7 +28,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from trl_aem.envs.swe import docker as swe_docker
@@ -48,7 +48,6 @@ class Daemon:
     host: str
     process: subprocess.Popen | None = None
     root: Path | None = None
-    log: list[str] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": self.host}
@@ -220,8 +219,7 @@ def ensure_base_image(daemon: Daemon, cache: Path | None = None) -> tuple[str, s
     cache = cache or cache_dir()
     tarball = cache / f"trl-aem-py-bookworm-{BASE_RECIPE}.tar"
     if tarball.is_file():
-        with open(tarball, "rb") as handle:
-            daemon.check("load", input=handle.read(), timeout=600)
+        daemon.check("load", "--input", str(tarball), timeout=600)
         if has_image(daemon, BASE_IMAGE):
             return BASE_IMAGE, f"loaded from {tarball}"
     with tempfile.TemporaryDirectory(prefix="trl-aem-rootfs-") as work:
