@@ -277,7 +277,7 @@ def test_step_never_raises_whatever_fails():
         result = env.step(tool("view", path="."))
         assert result.info["invalid"] and not result.done and "RecursionError" in result.observation
         env.workspace.run = broken
-        env.workspace.evaluate = broken
+        env.workspace.diff = broken  # the grading takes the agent's diff, then evaluates in a fresh workspace
         result = env.step(tool("submit"))
         assert result.done and result.reward == 0.0 and "RecursionError" in result.observation
         env.workspace.close = broken

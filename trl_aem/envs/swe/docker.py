@@ -452,3 +452,11 @@ class DockerWorkspace:
     def __del__(self):
         with contextlib.suppress(Exception):  # best effort at interpreter shutdown
             self.close()
+
+    def diff(self, timeout: float = 120.0) -> str:
+        """The agent's text diff against ``task["base_commit"]`` (else HEAD), taken by git inside the container
+        (see :mod:`.grading`)."""
+        from .grading import MAX_DIFF_CHARS, diff_command, diff_output
+
+        base = str(self.task.get("base_commit") or "HEAD")
+        return diff_output(self.run(diff_command(base), timeout, output_chars=MAX_DIFF_CHARS))

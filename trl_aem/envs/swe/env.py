@@ -21,8 +21,10 @@ import re
 from dataclasses import dataclass
 
 from ..base import StepResult
+from .grading import graded_diff
 from .sandbox import PathEscape, SandboxError, SandboxLimits, truncate
 from .tasks import load_tasks, normalize_task, offline_tasks
+from .workspace import TestReport
 
 __all__ = ["SWEEnv", "SYSTEM_PROMPT", "Action", "parse_action", "TOOLS"]
 
@@ -321,17 +323,34 @@ class SWEEnv:
         return truncate(f"Edited {path}. The changed region now reads:\n{numbered}", self.output_chars), False
 
     # ------------------------------------------------------------------ the end
+    def _grade(self, graded: dict) -> TestReport:
+        """Apply the agent's filtered diff to a fresh workspace of the task and run the tests there: the
+        reward is a function of the diff alone (see :mod:`.grading`). ``graded`` gets the ignored paths."""
+        diff = self.workspace.diff(self.eval_timeout)
+        offline = self.task.get("source") == "offline"
+        kept, graded["ignored_paths"] = graded_diff(diff, ignore_dirs=("tests",) if offline else ())
+        fresh = self._open(self.task)
+        try:
+            if kept.strip():
+                result = fresh.apply_patch(kept, self.eval_timeout)
+                if result.exit_code != 0:
+                    return TestReport(error=f"the agent's diff does not apply: {truncate(result.output, 500)}")
+            return fresh.evaluate(self.eval_timeout)
+        finally:
+            fresh.close()
+
     def _finish(self, ended_by: str, observation: str = "", info: dict | None = None) -> StepResult:
         self.done = True
+        graded: dict = {"ignored_paths": []}
         try:
-            report = self.workspace.evaluate(self.eval_timeout)
+            report = self._grade(graded)
         except Exception as error:  # noqa: BLE001 - a failed evaluation is an unresolved episode, not a crash
             logger.warning("SWEEnv: the final test run failed", exc_info=True)
-            from .workspace import TestReport
-
             report = TestReport(error=f"{type(error).__name__}: {error}")
         success = report.resolved
-        info = {**(info or {"invalid": False}), **report.info(), "success": success, "ended_by": ended_by}
+        info = {**(info or {"invalid": False}), **report.info(), **graded, "success": success, "ended_by": ended_by}
+        if report.error:
+            info["error"] = report.error
         verdict = "Resolved: the tests pass." if success else "Not resolved."
         text = f"{observation}\n\n" if observation else ""
         text += f"Episode over ({ended_by}). {report.summary()} {verdict}"

@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from .generator import PROJECTS_DIR, _fresh_dir, _user_cache, run_tests
+from .grading import MAX_DIFF_CHARS, diff_command, diff_output
 from .patch import PatchError, apply_patch, check_patch_paths
 from .sandbox import CommandResult, PathEscape, Sandbox, SandboxLimits
 
@@ -120,6 +121,10 @@ class LocalWorkspace:
         git = ["git", "-c", "safe.directory=*"]  # the files already belong to the sandbox's uid
         for argv in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "base"]):
             subprocess.run(git + argv, cwd=repo, env=env, check=True, capture_output=True, timeout=60)
+        head = subprocess.run(
+            git + ["rev-parse", "HEAD"], cwd=repo, env=env, check=True, capture_output=True, timeout=60
+        )
+        self.base_commit = head.stdout.decode().strip()  # the agent's diff is taken against this, not HEAD
         self.sandbox.chown(self.sandbox.repo)
 
     # ------------------------------------------------------------------ the agent's tools
@@ -162,6 +167,11 @@ class LocalWorkspace:
             handle.write(patch if patch.endswith("\n") else patch + "\n")
         os.chmod(patch_file, 0o644)
         return self.sandbox.run(f"git apply --verbose --whitespace=nowarn {patch_file}", timeout)
+
+    def diff(self, timeout: float = 120.0) -> str:
+        """The agent's text diff against the task's base, taken by git inside the sandbox (see :mod:`.grading`)."""
+        result = self.sandbox.run(diff_command(self.base_commit), timeout, output_chars=MAX_DIFF_CHARS)
+        return diff_output(result)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, timeout: float = 120.0) -> TestReport:
