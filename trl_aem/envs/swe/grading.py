@@ -62,7 +62,7 @@ def diff_output(result: CommandResult) -> str:
 def _sections(diff: str) -> list[str]:
     """The per-file sections of a git diff (text before the first ``diff --git`` line is dropped)."""
     starts = [m.start() for m in _SECTION.finditer(diff)]
-    return [diff[a:b] for a, b in zip(starts, starts[1:] + [len(diff)], strict=True)]
+    return [diff[a:b] for a, b in zip(starts, [*starts[1:], len(diff)], strict=False)]
 
 
 def _paths(section: str) -> list[str]:
