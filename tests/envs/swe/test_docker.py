@@ -3,6 +3,7 @@ clear error when Docker is missing."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 
 import pytest
@@ -101,3 +102,37 @@ def test_docker_without_a_daemon_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(swe_docker.shutil, "which", lambda name: None)
     with pytest.raises(swe_docker.DockerUnavailable, match="backend='local'"):
         SWEEnv().reset(real_rows()[0])
+
+
+def test_grading_takes_the_diff_in_the_agents_container_and_tests_it_in_a_fresh_one(monkeypatch):
+    task = normalize_task(real_rows()[0])
+    fix = (
+        "diff --git a/django/contrib/auth/validators.py b/django/contrib/auth/validators.py\n"
+        "--- a/django/contrib/auth/validators.py\n+++ b/django/contrib/auth/validators.py\n"
+        "@@ -1 +1 @@\n-    regex = r'^[\\w.@+-]+$'\n+    regex = r'^[\\w.@+-]+\\Z'\n"
+    )
+    hook = "diff --git a/conftest.py b/conftest.py\nnew file mode 100644\n--- /dev/null\n+++ b/conftest.py\n@@ -0,0 +1 @@\n+x\n"
+    fake = FakeDocker({"intent-to-add": fix + hook})
+    monkeypatch.setattr(swe_docker, "DockerWorkspace", functools.partial(swe_docker.DockerWorkspace, runner=fake))
+    env = SWEEnv(backend="docker")
+    try:
+        env.reset(task)
+        agent = env.workspace.name
+        result = env.step("<function=submit>\n</function>")
+        assert result.done and result.info["ignored_paths"] == ["conftest.py"], result.info
+        runs = [argv[argv.index("--name") + 1] for argv, _ in fake.calls if argv[1] == "run"]
+        assert runs[0] == agent and len(runs) == 2  # a fresh container for the grading
+        fresh = runs[1]
+        execs = [(argv, inp) for argv, inp in fake.calls if argv[1] == "exec"]
+        diff_at = next(i for i, (argv, _) in enumerate(execs) if "intent-to-add" in argv[-1])
+        assert agent in execs[diff_at][0] and "diff --no-color --no-ext-diff" in execs[diff_at][0][-1]
+        assert task["base_commit"] in execs[diff_at][0][-1]
+        # only the kept part of the diff goes into the fresh container, then git apply, then the tests
+        written = [inp for argv, inp in execs if fresh in argv and inp is not None]
+        assert written[0] == fix and all("conftest" not in inp for inp in written)
+        assert any(fresh in argv and "git apply" in argv[-1] for argv, _ in execs[diff_at:])
+        assert ["docker", "rm", "--force", fresh] in [argv for argv, _ in fake.calls]  # removed after grading
+        assert not any(agent in argv for argv, _ in execs[diff_at + 1 :])  # nothing more runs in the agent's
+    finally:
+        env.close()
+    assert fake.calls[-1][0] == ["docker", "rm", "--force", agent]
