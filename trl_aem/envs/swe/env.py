@@ -2,8 +2,9 @@
 
 The agent acts through a small tool set in the function-call format of R2E-Gym / DeepSWE, parsed from its
 response (see :data:`SYSTEM_PROMPT`): ``bash``, ``view``, ``str_replace``, ``create``, ``apply_patch`` and
-``submit``. At ``submit`` (or, with ``max_steps`` set, when the step budget is used up) the task's tests run
-and the episode ends with reward 1 iff every FAIL_TO_PASS test passes and every PASS_TO_PASS test still
+``submit``. At ``submit`` (or, with ``max_steps`` set, when the step budget is used up) the agent's diff,
+filtered (:mod:`.grading`), is applied to a fresh workspace of the task, the task's tests run there, and the
+episode ends with reward 1 iff every FAIL_TO_PASS test passes and every PASS_TO_PASS test still
 passes, else 0. The environment cannot see the trainer's ``max_turns``: pass ``max_steps=max_turns`` (as
 ``examples/swe.py`` does) so that an episode that never submits is still judged on its final state;
 without it, only a submitted episode can earn a reward.
