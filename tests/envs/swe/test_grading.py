@@ -119,6 +119,13 @@ def test_stale_unchecked_hash_bytecode_of_the_fixed_module_earns_0(task):
     result = play(task, setup=attack)
     assert result.reward == 0.0 and not result.info["success"], result.observation
 
+    def attack_and_evaluate_in_place(env):
+        attack(env)
+        # defence in depth: the test run removes bytecode first, so even the agent's own workspace is not fooled
+        assert not env.workspace.evaluate(60).resolved
+
+    play(task, setup=attack_and_evaluate_in_place)
+
 
 HOOK = "import sys\nsys.modules.setdefault('trl_aem_hook', sys)\n"
 CONFTEST = (

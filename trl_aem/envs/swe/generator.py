@@ -331,9 +331,11 @@ def _quote(text: str) -> str:
     return shlex.quote(text)
 
 
-# every __pycache__ directory and .pyc file under the repository (find never follows symlinks by default)
+# every __pycache__ directory and .pyc file under the repository (find never follows symlinks by default). Not
+# `-delete`: it implies -depth, which disables -prune, and find then refused the whole expression (stale
+# bytecode of a fixed module survived and earned reward 1 when the agent's workspace was graded)
 _REMOVE_BYTECODE = (
-    r"find . \( -type d -name __pycache__ -prune -exec rm -rf {} + \) -o \( -type f -name '*.pyc' -delete \)"
+    r"find . \( -type d -name __pycache__ -prune -exec rm -rf {} + \) -o \( -type f -name '*.pyc' -exec rm -f {} + \)"
 )
 
 
