@@ -168,3 +168,24 @@ def test_a_diff_that_does_not_apply_is_unresolved_with_a_clear_error(task, monke
         assert os.path.isdir(env.workspace.sandbox.repo)  # the agent's workspace is closed by close()/reset()
     finally:
         env.close()
+
+
+def test_a_committed_fix_counts_and_git_config_cannot_change_the_diff(task):
+    def edit(env):
+        for path, (buggy, fixed) in fixed_files(env, task).items():
+            env.step(tool("str_replace", path=path, old_str=buggy, new_str=fixed))
+
+    hostile = (
+        "git -c user.name=a -c user.email=a@b commit -qam fix && "  # the diff is taken against the base, not HEAD
+        "git config diff.noprefix true && git config diff.mnemonicPrefix true && git config color.diff always && "
+        "git config diff.external /bin/false && git config diff.evil.textconv 'echo forged' && "
+        "echo '*.py diff=evil' > .git/info/attributes && git config core.quotePath false"
+    )
+
+    def edit_commit_and_configure(env):
+        edit(env)
+        assert env.step(tool("bash", command=hostile)).observation.endswith("[exit code: 0]")
+        assert env.step(tool("bash", command="git diff HEAD")).observation.startswith("\n[exit code")  # committed
+
+    result = play(task, setup=edit_commit_and_configure)
+    assert result.reward == 1.0 and result.info["ignored_paths"] == [], result.observation
