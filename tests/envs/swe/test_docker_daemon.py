@@ -100,6 +100,53 @@ def test_gold_patch_resolves_and_no_fix_does_not(docker_setup, env):
     assert result.reward == 0.0 and not result.info["success"], result.observation
 
 
+FORCE_PASS_CONFTEST = (
+    "import pytest\n\n\n@pytest.hookimpl(hookwrapper=True)\ndef pytest_runtest_makereport(item, call):\n"
+    "    outcome = yield\n    outcome.get_result().outcome = 'passed'\n"
+)
+# outside the repository, where only root in the container can write: every later python imports it
+PATCH_ON_IMPORT = """import builtins
+_import = builtins.__import__
+def _patched(name, *args, **kwargs):
+    module = _import(name, *args, **kwargs)
+    if name == "calc":
+        module.add = lambda a, b: a + b
+    return module
+builtins.__import__ = _patched
+"""
+STALE_BYTECODE = (
+    "sed -i '0,/return a - b/s//return a + b/' calc/__init__.py && python -c \"import py_compile as c; "
+    "c.compile('calc/__init__.py', cfile='calc/__pycache__/__init__.cpython-311.pyc', "
+    'invalidation_mode=c.PycInvalidationMode.UNCHECKED_HASH, doraise=True)" && git checkout calc/__init__.py'
+)
+SITE_HOOK = (
+    'site=$(python -c "import site; print(site.getsitepackages()[0])") && mkdir -p $site && '
+    f"printf %s {shlex.quote(PATCH_ON_IMPORT)} > $site/zz_trl_hook.py && echo 'import zz_trl_hook' > $site/zz.pth"
+)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        call("create", path="conftest.py", file_text=FORCE_PASS_CONFTEST),
+        call("bash", command=STALE_BYTECODE),
+        call("bash", command=SITE_HOOK),
+    ],
+    ids=["conftest", "stale-bytecode", "pth-outside-the-repo"],
+)
+def test_what_the_agent_leaves_outside_its_diff_earns_0(docker_setup, env, attack):
+    """Each of these passes the tests in the agent's own container, with the source still buggy; graded on the
+    diff alone in a fresh container, they earn 0 (issue 24 item 1, against the real daemon)."""
+    env.reset(docker_setup.task)
+    result = env.step(attack)
+    assert not result.info["invalid"] and "[exit code: 1" not in result.observation, result.observation
+    assert "return a - b" in env.workspace.read_text("calc/__init__.py")
+    if "pth" in attack:  # outside the repository: evaluating in place would be fooled
+        assert env.workspace.evaluate(60).resolved
+    result = env.step(call("submit"))
+    assert result.done and result.reward == 0.0 and not result.info["success"], result.observation
+
+
 def test_a_patch_that_does_not_apply_is_an_invalid_action(docker_setup, env):
     env.reset(docker_setup.task)
     bad = docker_setup.task["patch"].replace("return a - b\n+", "return a * b\n+")
