@@ -5,7 +5,9 @@ scripts, the generic path for what swebench does not know, and the error without
 from __future__ import annotations
 
 import builtins
+import os
 import subprocess
+import sys
 
 import pytest
 
@@ -322,3 +324,43 @@ def test_swebench_instance_without_swebench_is_a_clear_error(monkeypatch):
         workspace.evaluate()
     # rows that are not SWE-bench instances need no swebench
     assert not harness.uses_harness(dict(task, test_cmd="pytest"))
+
+
+# ---------------------------------------------------------------- the script itself, run by bash
+@pytest.mark.skipif(os.path.exists("/testbed"), reason="the script cds into /testbed: not on a machine that has one")
+def test_eval_script_runs_under_bash_and_grades(tmp_path):
+    """swebench's script for a pytest-family row, run by bash in a git repo here (no conda: its activation
+    lines fail and the script goes on, as it is written to): the test file is reset, the test patch applied,
+    pytest -rA runs, and with stderr merged the markers frame its output, so the log grades as resolved."""
+    repo = tmp_path / "repo"
+    (repo / "testing").mkdir(parents=True)
+    (repo / "testing" / "test_mark.py").write_text("def test_old():\n    assert True\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], cwd=repo, check=True)
+    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    (repo / "testing" / "test_mark.py").write_text("def test_old():\n    assert False  # the agent's edit\n")
+    test_patch = (
+        "diff --git a/testing/test_mark.py b/testing/test_mark.py\n--- a/testing/test_mark.py\n"
+        "+++ b/testing/test_mark.py\n@@ -1,2 +1,5 @@\n def test_old():\n     assert True\n+\n"
+        "+def test_new():\n+    assert True\n"
+    )
+    task = {
+        **_task("pytest-dev/pytest", "7.4", "testing/test_mark.py", ["testing/test_mark.py::test_new"], []),
+        "base_commit": base,
+        "test_patch": test_patch,
+        "PASS_TO_PASS": ["testing/test_mark.py::test_old"],
+    }
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "GIT_CONFIG_GLOBAL": str(tmp_path / "gitconfig"),
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    }
+    proc = subprocess.run(
+        ["bash", "-c", harness.evaluation_script(task)], cwd=repo, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stderr == ""  # all of it on stdout, in order
+    report = harness.grade(task, proc.stdout)
+    assert report.error is None and report.resolved, proc.stdout[-3000:]
