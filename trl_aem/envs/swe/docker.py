@@ -7,11 +7,16 @@ the container is removed at the end. The repository is at ``workdir`` (``/testbe
 Image: ``task["docker_image"]`` or ``task["image_name"]`` when present (R2E-Gym, SWE-Gym), else the
 SWE-bench naming ``{namespace}/sweb.eval.{arch}.{instance_id with "__" -> "_1776_"}:latest``.
 
-Evaluation as SWE-bench's harness does it: the test files named by ``test_patch`` are reset to
-``base_commit`` (the agent's edits to them do not count), ``test_patch`` is applied, then the test
-command runs: ``task["test_cmd"]`` when present (e.g. Django's ``./tests/runtests.py --verbosity 2``), else
-``python -m pytest -rA`` on the test files. Results are read from pytest's ``-rA`` summary lines
-(``PASSED id`` / ``FAILED id``) and unittest's verbose lines (``test (module.Class) ... ok``).
+Grading (``SWEEnv``, :mod:`~trl_aem.envs.swe.grading`): the agent's diff against ``base_commit`` is taken in its
+container (:meth:`DockerWorkspace.diff`), filtered (no ``conftest.py``, import hooks, bytecode, binaries), applied
+to a fresh container of the same image, and evaluated there. Evaluation: SWE-bench instances that the installed
+``swebench`` knows (``repo`` + ``version``, no ``test_cmd``) run SWE-bench's own eval script (``testbed``
+environment, test-file reset, ``test_patch``, the repository's test command) and are graded by its per-repository
+log parser and resolved rule (:mod:`~trl_aem.envs.swe.harness`; ``pip install "trl-aem[swe]"``). Other rows
+(``test_cmd`` rows, SWE-Gym repositories swebench does not list, R2E-Gym) take the generic path: the test files
+named by ``test_patch`` are reset to ``base_commit``, ``test_patch`` is applied, then ``task["test_cmd"]`` or
+``python -m pytest -rA`` on the test files runs, read from pytest's ``-rA`` summary lines and unittest's verbose
+lines.
 
 Every command is built by a pure function so the construction is tested without a daemon; the process
 launcher is injectable (``runner``).
