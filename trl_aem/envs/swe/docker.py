@@ -12,8 +12,10 @@ container (:meth:`DockerWorkspace.diff`), filtered (no ``conftest.py``, import h
 to a fresh container of the same image, and evaluated there. Evaluation: SWE-bench instances that the installed
 ``swebench`` knows (``repo`` + ``version``, no ``test_cmd``) run SWE-bench's own eval script (``testbed``
 environment, test-file reset, ``test_patch``, the repository's test command) and are graded by its per-repository
-log parser and resolved rule (:mod:`~trl_aem.envs.swe.harness`; ``pip install "trl-aem[swe]"``). Other rows
-(``test_cmd`` rows, SWE-Gym repositories swebench does not list, R2E-Gym) take the generic path: the test files
+log parser and resolved rule (:mod:`~trl_aem.envs.swe.harness`; ``pip install "trl-aem[swe]"``). R2E-Gym rows run
+the image's ``run_tests.sh`` as R2E-Gym does and pass iff the parsed statuses equal ``expected_output_json``
+(:mod:`~trl_aem.envs.swe.r2egym`). Other rows (``test_cmd`` rows, SWE-Gym repositories swebench does not list)
+take the generic path: the test files
 named by ``test_patch`` are reset to ``base_commit``, ``test_patch`` is applied, then ``task["test_cmd"]`` or
 ``python -m pytest -rA`` on the test files runs, read from pytest's ``-rA`` summary lines and unittest's verbose
 lines.
@@ -38,7 +40,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import harness
+from . import harness, r2egym
 from .patch import check_patch_paths
 from .sandbox import CommandResult, PathEscape, SandboxError, truncate
 from .workspace import TestReport
@@ -423,8 +425,11 @@ class DockerWorkspace:
 
     def evaluation_script(self) -> str:
         """The shell script of :meth:`evaluate` (reset test files, apply test_patch, run the tests): swebench's own
-        for the SWE-bench instances it knows (:mod:`.harness`), else the generic one below."""
+        for the SWE-bench instances it knows (:mod:`.harness`), R2E-Gym's for its rows (:mod:`.r2egym`), else the
+        generic one below."""
         task = self.task
+        if r2egym.is_r2egym_instance(task):  # R2E-Gym's run_tests.sh, in its layout
+            return r2egym.evaluation_script(task)
         if harness.uses_harness(task):
             return harness.evaluation_script(task)
         files = _test_files(task.get("test_patch", ""))
@@ -440,6 +445,9 @@ class DockerWorkspace:
 
     def evaluate(self, timeout: float = 1800.0) -> TestReport:
         task = self.task
+        if r2egym.is_r2egym_instance(task):  # R2E-Gym's parser and exact-match rule (.r2egym)
+            result = self.run(r2egym.evaluation_script(task), timeout, output_chars=1 << 22)
+            return r2egym.grade(task, result.output, timed_out=result.timed_out)
         if harness.uses_harness(task):  # the test patch travels inside swebench's script (a heredoc)
             result = self.run(harness.evaluation_script(task), timeout, output_chars=1 << 22)
             return harness.grade(task, result.output, timed_out=result.timed_out)

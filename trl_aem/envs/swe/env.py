@@ -5,7 +5,7 @@ response (see :data:`SYSTEM_PROMPT`): ``bash``, ``view``, ``str_replace``, ``cre
 ``submit``. At ``submit`` (or, with ``max_steps`` set, when the step budget is used up) the agent's diff,
 filtered (:mod:`.grading`), is applied to a fresh workspace of the task, the task's tests run there, and the
 episode ends with reward 1 iff every FAIL_TO_PASS test passes and every PASS_TO_PASS test still
-passes, else 0. The environment cannot see the trainer's ``max_turns``: pass ``max_steps=max_turns`` (as
+passes (R2E-Gym rows: iff the tests' statuses equal the row's ``expected_output_json``, :mod:`.r2egym`), else 0. The environment cannot see the trainer's ``max_turns``: pass ``max_steps=max_turns`` (as
 ``examples/swe.py`` does) so that an episode that never submits is still judged on its final state;
 without it, only a submitted episode can earn a reward.
 
@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from ..base import StepResult
+from . import r2egym
 from .grading import graded_diff
 from .sandbox import PathEscape, SandboxError, SandboxLimits, truncate
 from .tasks import load_tasks, normalize_task, offline_tasks
@@ -235,8 +236,8 @@ class SWEEnv:
         return StepResult(observation, 0.0, False, info)
 
     def expert_action(self) -> str | None:
-        """Apply the gold patch, then submit."""
-        if self.done or not self.task:
+        """Apply the gold patch, then submit (None without one: R2E-Gym rows carry no ``patch``)."""
+        if self.done or not self.task or not self.task.get("patch", "").strip():
             return None
         if not self._gold_applied:
             return f"<function=apply_patch>\n<parameter=patch>\n{self.task['patch']}</parameter>\n</function>"
@@ -329,9 +330,12 @@ class SWEEnv:
         reward is a function of the diff alone (see :mod:`.grading`). ``graded`` gets the ignored paths."""
         diff = self.workspace.diff(self.eval_timeout)
         offline = self.task.get("source") == "offline"
-        kept, graded["ignored_paths"] = graded_diff(diff, ignore_dirs=("tests",) if offline else ())
         fresh = self._open(self.task)
         try:
+            ignore_dirs = ("tests",) if offline else ()
+            if r2egym.is_r2egym_instance(self.task):  # the image's own changes (run_tests.sh...) are not the fix
+                ignore_dirs = r2egym.harness_paths(fresh.diff(self.eval_timeout))
+            kept, graded["ignored_paths"] = graded_diff(diff, ignore_dirs=ignore_dirs)
             if kept.strip():
                 result = fresh.apply_patch(kept, self.eval_timeout)
                 if result.exit_code != 0:

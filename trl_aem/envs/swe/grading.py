@@ -17,7 +17,15 @@ import shlex
 from .patch import patch_paths
 from .sandbox import CommandResult
 
-__all__ = ["DiffError", "IGNORED_NAMES", "IGNORED_SUFFIXES", "diff_command", "diff_output", "graded_diff"]
+__all__ = [
+    "DiffError",
+    "IGNORED_NAMES",
+    "IGNORED_SUFFIXES",
+    "diff_command",
+    "diff_output",
+    "diff_paths",
+    "graded_diff",
+]
 
 # import hooks and test infrastructure: never a fix, and each can change what the graded tests import
 IGNORED_NAMES = frozenset({"conftest.py", "sitecustomize.py", "usercustomize.py"})
@@ -78,6 +86,11 @@ def _paths(section: str) -> list[str]:
         if path != "/dev/null":
             paths.append(path[2:] if path.startswith(("a/", "b/")) else path)
     return sorted(set(paths))
+
+
+def diff_paths(diff: str) -> list[str]:
+    """Every repo-relative path a git diff names, sorted."""
+    return sorted({path for section in _sections(diff) for path in _paths(section)})
 
 
 def _ignored(path: str, ignore_dirs: tuple[str, ...]) -> bool:

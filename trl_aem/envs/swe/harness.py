@@ -8,8 +8,9 @@ Which instances go where:
   the repo's test command: ``./tests/runtests.py`` for django, ``bin/test`` for sympy, ``pytest -rA`` ...),
   the log is read by swebench's parser for that repo and resolved is swebench's rule. Without ``swebench``
   installed, :class:`SWEBenchMissing` is raised: no silent fallback to a home-made grader.
-* **Everything else** (a ``test_cmd`` given, R2E-Gym rows, repos/versions swebench does not know) keeps the
-  generic path of :mod:`.docker`: ``task["test_cmd"]`` or ``python -m pytest -rA`` on the test files.
+* **R2E-Gym rows** (an ``expected_output_json``) follow R2E-Gym's own convention: :mod:`.r2egym`.
+* **Everything else** (a ``test_cmd`` given, repos/versions swebench does not know) keeps the generic path of
+  :mod:`.docker`: ``task["test_cmd"]`` or ``python -m pytest -rA`` on the test files.
 
 Only swebench's pure functions are used: :func:`swebench.harness.test_spec.test_spec.make_test_spec` is
 avoided because it builds the environment script too, which downloads requirements from GitHub for some

@@ -9,6 +9,13 @@ as JSON strings, which :func:`normalize_task` decodes).
 - :func:`load_tasks`: real instances (SWE-bench-Verified, SWE-Gym, R2E-Gym, ...) with
   ``datasets.load_dataset`` from a Hub name or a local ``.json``/``.jsonl``/``.parquet`` file; they run
   in their Docker images (:mod:`.docker`).
+
+R2E-Gym rows (R2E-Gym-Lite/-Subset/-Full) have another schema: ``repo_name``, ``docker_image``, ``commit_hash``,
+``parsed_commit_content`` (the fix commit, tests included), ``problem_statement``, ``expected_output_json`` (the
+status of every hidden test after the fix) and no ``instance_id``/``repo``/``patch``/``FAIL_TO_PASS``. A row is
+one when :func:`.r2egym.is_r2egym_instance` says so (an ``expected_output_json``, an image that is not a SWE-bench
+one); :func:`normalize_task` then fills the schema's names from R2E-Gym's (see :func:`_normalize_r2egym`), and the
+row is graded by R2E-Gym's rule (:mod:`.r2egym`).
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ import hashlib
 import json
 import os
 import random
+import re
 from functools import lru_cache
 
+from . import r2egym
 from .generator import Mutant, load_validated, mutants
 
 __all__ = ["SCHEMA", "load_tasks", "normalize_task", "offline_tasks", "problem_statement"]
@@ -109,17 +118,46 @@ def offline_tasks(
     return tasks[:cut] if split == "eval" else tasks[cut:]
 
 
-def normalize_task(row: dict) -> dict:
-    """A task dict in the schema: list fields decoded from JSON strings, missing optional fields filled,
-    required ones checked."""
-    task = dict(row)
+def _decode_test_lists(task: dict) -> None:
     for key in ("FAIL_TO_PASS", "PASS_TO_PASS"):
         value = task.get(key, [])
         if isinstance(value, str):
             value = json.loads(value) if value.strip() else []
         task[key] = list(value or [])
+
+
+_ISSUE = re.compile(r"\[ISSUE\](.*)\[/ISSUE\]", re.DOTALL)
+
+
+def _normalize_r2egym(task: dict) -> dict:
+    """An R2E-Gym row in the schema: ``instance_id`` = its ``docker_image`` (one image per row), ``repo`` = its
+    ``repo_name``, the issue text inside ``[ISSUE]...[/ISSUE]`` when so wrapped (as R2E-Gym shows it to its
+    agent), ``patch`` empty unless given (the fix is in ``parsed_commit_content``, not rebuilt here: no expert
+    action), ``base_commit`` empty (the image's ``HEAD`` is the commit before the fix). Needs a ``docker_image``
+    and a non-empty ``expected_output_json`` object."""
+    task["instance_id"] = task.get("instance_id") or task.get("docker_image")
+    task["repo"] = task.get("repo") or task.get("repo_name")
+    task["patch"] = task.get("patch") or ""
+    issue = _ISSUE.search(task.get("problem_statement") or "")
+    if issue:
+        task["problem_statement"] = issue.group(1).strip()
+    missing = [k for k in ("instance_id", "repo", "problem_statement", "docker_image") if not task.get(k)]
+    if missing:
+        raise ValueError(f"R2E-Gym task {task.get('instance_id', '?')} is missing {missing}")
+    if not r2egym.expected_status(task):
+        raise ValueError(f"R2E-Gym task {task['instance_id']} has an empty expected_output_json")
+    return task
+
+
+def normalize_task(row: dict) -> dict:
+    """A task dict in the schema: list fields decoded from JSON strings, missing optional fields filled,
+    required ones checked. R2E-Gym rows (module docstring) need no FAIL_TO_PASS: their tests are in the image."""
+    task = dict(row)
+    _decode_test_lists(task)
     task.setdefault("test_patch", "")
     task.setdefault("base_commit", "")
+    if r2egym.is_r2egym_instance(task):
+        return _normalize_r2egym(task)
     missing = [k for k in ("instance_id", "repo", "problem_statement", "patch") if not task.get(k)]
     if missing:
         raise ValueError(f"task {task.get('instance_id', '?')} is missing {missing} (SWE-bench schema: {SCHEMA})")

@@ -31,27 +31,42 @@ _GIT_IDENTITY = {
 
 @dataclass
 class TestReport:
-    """Outcome of the final test run: ``resolved`` iff every FAIL_TO_PASS and PASS_TO_PASS test passed."""
+    """Outcome of the final test run: ``resolved`` iff every FAIL_TO_PASS and PASS_TO_PASS test passed, or, when
+    ``expected_status`` is set (R2E-Gym rows, :mod:`.r2egym`), iff ``status`` equals it exactly."""
 
     status: dict[str, str] = field(default_factory=dict)  # test id -> passed | failed | error
     fail_to_pass: list[str] = field(default_factory=list)
     pass_to_pass: list[str] = field(default_factory=list)
     timed_out: bool = False
     error: str | None = None
+    # R2E-Gym's rule: the run must reproduce this map (tests expected to fail included), no test more or less
+    expected_status: dict[str, str] | None = None
 
     def _passed(self, tests: list[str]) -> int:
         return sum(self.status.get(t) == "passed" for t in tests)
 
+    def _mismatched(self) -> list[str]:
+        """Exact-match mode: the tests whose status differs from the expected one, missing or unexpected ones."""
+        expected = self.expected_status or {}
+        names = list(expected) + [t for t in self.status if t not in expected]
+        return [t for t in names if self.status.get(t) != expected.get(t)]
+
     @property
     def tests_passed(self) -> int:
+        if self.expected_status is not None:
+            return sum(self.status.get(t) == s for t, s in self.expected_status.items())
         return self._passed(self.fail_to_pass) + self._passed(self.pass_to_pass)
 
     @property
     def tests_failed(self) -> int:
+        if self.expected_status is not None:
+            return len(self._mismatched())
         return len(self.fail_to_pass) + len(self.pass_to_pass) - self.tests_passed
 
     @property
     def resolved(self) -> bool:
+        if self.expected_status is not None:
+            return self.error is None and bool(self.expected_status) and self.status == self.expected_status
         return (
             self.error is None
             and bool(self.fail_to_pass)
@@ -60,6 +75,10 @@ class TestReport:
         )
 
     def info(self) -> dict:
+        if self.expected_status is not None:
+            failed = self._mismatched()
+        else:
+            failed = [t for t in self.fail_to_pass + self.pass_to_pass if self.status.get(t) != "passed"]
         return {
             "tests_passed": self.tests_passed,
             "tests_failed": self.tests_failed,
@@ -67,15 +86,21 @@ class TestReport:
             "fail_to_pass_total": len(self.fail_to_pass),
             "pass_to_pass_passed": self._passed(self.pass_to_pass),
             "pass_to_pass_total": len(self.pass_to_pass),
-            "failed_tests": [t for t in self.fail_to_pass + self.pass_to_pass if self.status.get(t) != "passed"][:20],
+            "failed_tests": failed[:20],
             "test_timeout": self.timed_out,
         }
 
     def summary(self) -> str:
-        lines = [
-            f"FAIL_TO_PASS: {self._passed(self.fail_to_pass)}/{len(self.fail_to_pass)} pass; "
-            f"PASS_TO_PASS: {self._passed(self.pass_to_pass)}/{len(self.pass_to_pass)} pass."
-        ]
+        if self.expected_status is not None:
+            lines = [
+                f"Expected test statuses: {self.tests_passed}/{len(self.expected_status)} match; "
+                f"{self.tests_failed} test(s) differ, are missing or unexpected."
+            ]
+        else:
+            lines = [
+                f"FAIL_TO_PASS: {self._passed(self.fail_to_pass)}/{len(self.fail_to_pass)} pass; "
+                f"PASS_TO_PASS: {self._passed(self.pass_to_pass)}/{len(self.pass_to_pass)} pass."
+            ]
         if self.error:
             lines.append(f"Evaluation error: {self.error}")
         return " ".join(lines)
