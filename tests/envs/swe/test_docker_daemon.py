@@ -131,12 +131,14 @@ SITE_HOOK = (
         call("create", path="conftest.py", file_text=FORCE_PASS_CONFTEST),
         call("bash", command=STALE_BYTECODE),
         call("bash", command=SITE_HOOK),
+        call("create", path="sitecustomize.py", file_text=PATCH_ON_IMPORT),
     ],
-    ids=["conftest", "stale-bytecode", "pth-outside-the-repo"],
+    ids=["conftest", "stale-bytecode", "pth-outside-the-repo", "sitecustomize"],
 )
 def test_what_the_agent_leaves_outside_its_diff_earns_0(docker_setup, env, attack):
-    """Each of these passes the tests in the agent's own container, with the source still buggy; graded on the
-    diff alone in a fresh container, they earn 0 (issue 24 item 1, against the real daemon)."""
+    """The first three pass the tests in the agent's own container with the source still buggy (checked by hand;
+    the .pth one below); a sitecustomize.py in the repository is the same family (an import hook left behind).
+    Graded on the diff alone in a fresh container, they all earn 0 (issue 24 item 1, against the real daemon)."""
     env.reset(docker_setup.task)
     result = env.step(attack)
     assert not result.info["invalid"] and "[exit code: 1" not in result.observation, result.observation
