@@ -54,7 +54,8 @@ class TextEnv(Protocol):
     eval`` and the expert demonstrations of a warm start; :func:`trl_aem.envs.pool.call_env`): a ``step`` may also
     return a gym-like 4-tuple ``(observation, reward, done, info)``, read as a :class:`StepResult`; ``reward`` is
     converted to ``float``, ``done`` to ``bool`` and an ``info`` of ``None`` to ``{}``. Anything else of the wrong
-    type (a non-``str`` observation, gymnasium's 5-tuple, a ``reward`` that is not a number, an ``info`` that is not
+    type (a non-``str`` observation, gymnasium's 5-tuple: wrap such an environment with
+    :class:`trl_aem.envs.gym_text.GymTextEnv`, a ``reward`` that is not a number, an ``info`` that is not
     a dict, an ``expert_action()`` that is neither ``str`` nor ``None``) raises :class:`EnvContractError` and stops
     the run at once. An environment that *raises* (or hangs past ``env_step_timeout``) only ends its episode; when
     every episode fails, :class:`trl_aem.envs.pool.EnvFailedError` says so in one line.

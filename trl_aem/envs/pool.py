@@ -112,7 +112,9 @@ def coerce_step_result(value: Any) -> StepResult:
         value = StepResult(*value)
     if isinstance(value, tuple) and len(value) == 5:
         raise EnvContractError(
-            "env.step returned a 5-tuple, gymnasium's (observation, reward, terminated, truncated, info); return "
+            "env.step returned a 5-tuple, gymnasium's (observation, reward, terminated, truncated, info): wrap a "
+            "gymnasium-style environment with trl_aem.envs.gym_text.GymTextEnv (as env: "
+            "trl_aem.envs.gym_text.gymnasium_env(make_env)), or return "
             "trl_aem.envs.StepResult(observation, reward, done=terminated or truncated, info) instead"
         )
     if not isinstance(value, StepResult):
