@@ -217,3 +217,51 @@ def test_trains_two_steps_and_a_raising_step_ends_only_its_episode(make_model, t
     assert finished and all(e.ending in ("done", "max_turns", "truncated") for e in finished)
     # TimeLimit(2) cuts the game before max_turns=3: gymnasium's truncation ends the episode
     assert any(e.turns[-1].info.get("truncated") for e in finished)
+
+
+# ---------------------------------------------------------------------------------------------- from the CLI
+CLI_GYM_ENVS = '''
+import gymnasium
+
+from trl_aem.envs import extract_action
+from trl_aem.envs.gym_text import gymnasium_env
+
+
+class Echo(gymnasium.Env):
+    """Say the word of the seed's parity; one turn."""
+
+    def reset(self, *, seed=None, options=None):
+        self.word = "even" if (seed or 0) % 2 == 0 else "odd"
+        return f"Say {self.word}.", {}
+
+    def step(self, action):
+        right = action == self.word
+        return "Done.", float(right), True, False, {}
+
+
+GUESS = gymnasium_env(Echo, parse_action=extract_action, seeds={"train": range(8), "eval": range(100, 102)})
+'''
+
+
+def test_trains_and_evaluates_from_the_cli(tmp_path, monkeypatch, capsys):
+    """`trl-aem train --env module:attr` with a gymnasium_env factory, then `trl-aem eval` finding it again."""
+    import json
+    import os
+    import sys
+
+    from trl_aem.cli import main
+
+    from ..test_cli import TINY_RUN
+
+    (tmp_path / "cli_gym_envs.py").write_text(CLI_GYM_ENVS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p and os.path.abspath(p) != str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "cli_gym_envs", raising=False)
+    main(["train", "--env", "cli_gym_envs:GUESS", "--output_dir", "out", "--max_steps", "1", *TINY_RUN])
+    out = capsys.readouterr().out
+    assert "held-out evaluation before RL (4 episodes of the eval tasks)" in out and "held-out success rate" in out
+    # the card and aem_env.json name the factory by where it lives, so `trl-aem eval` finds it without --env
+    settings = json.loads((tmp_path / "out" / "aem_env.json").read_text())
+    assert settings["env"] == "echo" and settings["env_spec"] == "cli_gym_envs:GUESS"
+    main(["eval", "--model", "out", "--episodes", "2", "--split", "train"])
+    assert "echo" in capsys.readouterr().out.lower()
