@@ -15,6 +15,7 @@ from gymnasium.wrappers import TimeLimit  # noqa: E402
 from trl_aem.envs import EnvContractError, extract_action  # noqa: E402
 from trl_aem.envs.gym_text import GymEnvFactory, GymTextEnv, gymnasium_env  # noqa: E402
 from trl_aem.envs.pool import EnvCall, EnvPool  # noqa: E402
+from trl_aem.rollout import collect_demonstrations  # noqa: E402
 
 from ..rollout.conftest import Recording, logged  # noqa: E402
 
@@ -154,6 +155,21 @@ def test_factory_is_picklable_named_and_checks_its_options():
     assert factory.env_name == "guessnumber" and gymnasium_env("Foo/Bar-v0").env_name == "bar-v0"
     with pytest.raises(TypeError):
         gymnasium_env(GuessNumberEnv, parse_acton=parse_number)
+
+
+def reveal(env) -> str:
+    """A scripted expert: reads the secret off the (unwrapped) environment."""
+    return f"<action>{env.unwrapped.secret}</action>"
+
+
+def test_an_expert_is_exposed_only_when_given():
+    assert not hasattr(GymTextEnv(GuessNumberEnv()), "expert_action")
+    env = gymnasium_env(limited_guess, parse_action=parse_number, expert=reveal)()
+    env.reset({"options": {"secret": 7}})
+    assert env.expert_action() == "<action>7</action>" and env.step(env.expert_action()).info["success"]
+    factory = gymnasium_env(limited_guess, parse_action=parse_number, expert=reveal)
+    demos = collect_demonstrations(factory, factory().tasks("eval")[:4], max_turns=3)
+    assert len(demos) == 4  # one successful expert episode per task
 
 
 def test_close_passes_through():

@@ -61,6 +61,9 @@ class GymTextEnv:
         tasks: ``{split: [task dict, ...]}``; takes precedence over ``seeds``.
         seeds: ``{split: seeds}``, one task ``{"seed": s}`` per seed (default :data:`DEFAULT_SEEDS`).
         system_prompt: shown to the model before the first observation.
+        expert: ``env -> response text`` (or ``None``: no move) of a scripted player or solver of the wrapped
+            environment; when given, the wrapper has ``expert_action()``, so expert demonstrations (an SFT warm
+            start) can be collected from it.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class GymTextEnv:
         tasks: Mapping[str, list[dict]] | None = None,
         seeds: Mapping[str, Iterable[int]] | None = None,
         system_prompt: str | None = None,
+        expert: Callable[[Any], str | None] | None = None,
     ):
         for method in ("reset", "step"):
             if not callable(getattr(env, method, None)):
@@ -82,6 +86,8 @@ class GymTextEnv:
         self.success_rule, self.system_prompt = success_rule, system_prompt
         self._tasks, self._seeds = tasks, seeds if seeds is not None else DEFAULT_SEEDS
         self._observation, self._return = "", 0.0
+        if expert is not None:  # an instance attribute: the trainer looks for expert_action only when there is one
+            self.expert_action = lambda: expert(self.env)
 
     def tasks(self, split: str) -> list[dict]:
         """The task list of ``split``, or one ``{"seed": s}`` per seed; ``KeyError`` for a split it lacks."""
@@ -195,7 +201,7 @@ def gymnasium_env(make: Callable[[], Any] | str, *, name: str | None = None, **o
             registered gymnasium id (``gymnasium.make(id)``).
         name: the environment's name in logs and cards (default: from ``make``).
         options: :class:`GymTextEnv`'s keyword arguments (``parse_action``, ``render_observation``,
-            ``success_rule``, ``tasks``, ``seeds``, ``system_prompt``).
+            ``success_rule``, ``tasks``, ``seeds``, ``system_prompt``, ``expert``).
 
     Example::
 
