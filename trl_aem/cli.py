@@ -46,7 +46,8 @@ def _environment_help() -> str:
 
     names = "; ".join(f"{name}: {summary}" for name, summary in SUMMARIES.items())
     return (
-        "Train multi-turn in an environment (tasks from env().tasks('train')): a built-in name or module:attribute. "
+        "Train multi-turn in an environment (tasks from env().tasks('train')): a built-in name, module:attribute or "
+        "textarena:GAME_ID (a TextArena game, e.g. textarena:GuessTheNumber-v0; needs trl-aem[textarena]). "
         f"Built-in: {names}. In a YAML config write `environment: NAME` (TrlParser keeps `env:` for environment "
         "variables)."
     )
@@ -540,7 +541,11 @@ def build_eval_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--model", required=True, help="Hub id or local folder of the model (or of a PEFT adapter).")
     add("--adapter", default=None, help="Hub id or local folder of a PEFT adapter to apply to --model.")
-    add("--env", default=None, help="Built-in environment name or module:attribute (default: the training env).")
+    add(
+        "--env",
+        default=None,
+        help="Built-in environment name, module:attribute or textarena:GAME_ID (default: the training env).",
+    )
     add("--episodes", type=int, default=EVAL_EPISODES, help="Number of episodes (tasks are cycled).")
     add("--split", default=None, help="Task split of env().tasks(split) (default: eval, else test, else train).")
     add(

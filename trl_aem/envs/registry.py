@@ -198,9 +198,12 @@ def get_env(name: str) -> Callable[[], Any]:
 
 
 def resolve_env(spec: str) -> tuple[Callable[[], Any], str]:
-    """``(factory, display name)`` for a built-in name or a ``module:attribute`` factory of the user's."""
+    """``(factory, display name)`` for a built-in name, a ``module:attribute`` factory of the user's or
+    ``textarena:GAME_ID`` (:func:`trl_aem.envs.textarena.textarena_env`)."""
     if spec in SPECS:
         return get_env(spec), spec
+    if spec.startswith(TEXTARENA_PREFIX):
+        return _textarena(spec[len(TEXTARENA_PREFIX) :]), spec
     if ":" not in spec:
         raise ValueError(
             f"unknown environment {spec!r}: use a built-in name ({', '.join(sorted(SPECS))}) or module:attribute"
@@ -209,6 +212,23 @@ def resolve_env(spec: str) -> tuple[Callable[[], Any], str]:
     attribute = spec.split(":", 1)[1]
     display = getattr(factory, "env_name", None) or attribute.split(".")[-1].lower().removesuffix("env") or "env"
     return factory, display
+
+
+TEXTARENA_PREFIX = "textarena:"
+
+
+def _textarena(env_id: str) -> Callable[[], Any]:
+    """The factory of ``textarena:ENV_ID`` (``trl-aem train --env textarena:GuessTheNumber-v0``); the id is checked
+    against TextArena's registry here, so a typo fails before the model loads."""
+    from .textarena import _import_textarena, textarena_env
+
+    registry = getattr(getattr(_import_textarena(), "envs", None), "registration", None)
+    known = getattr(registry, "ENV_REGISTRY", None)
+    if known is not None and env_id not in known:
+        close = difflib.get_close_matches(env_id, list(known), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"unknown TextArena game {env_id!r}{hint}")
+    return textarena_env(env_id)
 
 
 def registered_name(factory: Any) -> str | None:
