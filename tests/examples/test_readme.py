@@ -84,6 +84,10 @@ PY_RUN = {
 PY_SKIP = {
     "docs/hub.md: Resume from the Hub": "needs a checkpoint on the Hub and a trainer (download_checkpoint and the "
     "resume are tested in tests/hub against a local Hub server)",
+    "docs/environments.md: Gymnasium-style text environments": "a sketch around the user's own gymnasium.Env "
+    "(GuessNumberEnv is theirs); the same calls run in tests/envs/test_gym_text.py with a spaces.Text env",
+    "docs/environments.md: TextArena games": "a full default-length run; the same calls (textarena_env, AEMTrainer "
+    "on the tiny model) run for 2 steps in tests/envs/test_textarena.py",
 }
 
 
