@@ -185,9 +185,7 @@ def docker_figures(episodes: int) -> dict:
     daemon = dd.start_daemon()
     setup = {"date": time.strftime("%Y-%m-%d"), "load_average_at_start": load}
     setup["daemon_start_s"] = round(time.perf_counter() - started, 2)
-    previous = os.environ.get("DOCKER_HOST")
-    os.environ["DOCKER_HOST"] = daemon.host  # the workspaces' docker commands go to this daemon
-    try:
+    with dd.serving(daemon):  # the workspaces' docker commands go to this daemon
         started = time.perf_counter()
         setup["base_image"] = dd.ensure_base_image(daemon)[1]
         setup["base_image_s"] = round(time.perf_counter() - started, 1)
@@ -195,12 +193,6 @@ def docker_figures(episodes: int) -> dict:
         task = dd.calc_task(*dd.ensure_task_image(daemon))
         setup["task_image_s"] = round(time.perf_counter() - started, 1)
         return {**setup, **docker_episodes(task, episodes)}
-    finally:
-        if previous is None:
-            os.environ.pop("DOCKER_HOST", None)
-        else:
-            os.environ["DOCKER_HOST"] = previous
-        daemon.stop()
 
 
 def docker_episodes(task: dict, episodes: int) -> dict:

@@ -92,6 +92,17 @@ def make_config(config_params):
 
 
 @pytest.fixture
+def env_config(make_config):
+    """A fast multi-turn configuration for environment tests (any field overridable)."""
+
+    def _config(**overrides):
+        params = dict(max_completion_length=120, max_turn_tokens=12, max_turns=4, max_steps=2, env_step_timeout=5.0)
+        return make_config(**{**params, **overrides})
+
+    return _config
+
+
+@pytest.fixture
 def make_grpo_config(config_params):
     """The plain TRL GRPOConfig with the same settings (AEM fields dropped)."""
 

@@ -68,17 +68,6 @@ def action_text(response: str) -> str:
     return extract_action(response) or response
 
 
-@pytest.fixture
-def env_config(make_config):
-    """tests/rollout's fast multi-turn configuration (its fixture lives in that folder's conftest)."""
-
-    def _config(**overrides):
-        params = dict(max_completion_length=120, max_turn_tokens=12, max_turns=4, max_steps=2, env_step_timeout=5.0)
-        return make_config(**{**params, **overrides})
-
-    return _config
-
-
 def limited_guess() -> gymnasium.Env:
     return TimeLimit(GuessNumberEnv(), max_episode_steps=2)
 

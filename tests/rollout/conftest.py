@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from trl_aem import AEMTrainer
@@ -20,24 +19,6 @@ class Recording(AEMTrainer):
         self.outputs.append({k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in output.items()})
         self.episodes.append(self.last_episodes)
         return output
-
-
-@pytest.fixture
-def env_config(make_config):
-    def _config(**overrides):
-        params = dict(
-            max_completion_length=120,
-            max_turn_tokens=12,
-            max_turns=4,
-            max_steps=2,
-            env_step_timeout=5.0,
-            per_device_train_batch_size=8,
-            num_generations=4,
-        )
-        params.update(overrides)
-        return make_config(**params)
-
-    return _config
 
 
 def logged(trainer, key):

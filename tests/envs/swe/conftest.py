@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -33,9 +32,7 @@ def docker_setup():
     except (OSError, RuntimeError) as error:
         pytest.skip(f"no Docker daemon for the Docker back end's tests: {error}")
     timings["daemon_s"] = time.perf_counter() - started
-    previous = os.environ.get("DOCKER_HOST")
-    os.environ["DOCKER_HOST"] = daemon.host
-    try:
+    with dd.serving(daemon):
         started = time.perf_counter()
         try:
             base, how = dd.ensure_base_image(daemon)
@@ -47,9 +44,3 @@ def docker_setup():
         timings["task_image_s"] = time.perf_counter() - started
         print(f"\ndocker tests: daemon {daemon.host}; base image {how}; timings {timings}")
         yield DockerSetup(daemon, dd.calc_task(image, commit), base, timings)
-    finally:
-        if previous is None:
-            os.environ.pop("DOCKER_HOST", None)
-        else:
-            os.environ["DOCKER_HOST"] = previous
-        daemon.stop()

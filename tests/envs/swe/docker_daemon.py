@@ -18,6 +18,7 @@ starts a daemon, builds both images and prints the ``DOCKER_HOST`` to use, leavi
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import io
 import os
@@ -118,6 +119,22 @@ def start_daemon(timeout: float = 60, *, owned: bool = True) -> Daemon:
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     return _wait_ready(Daemon(host=f"unix://{root}/sock", process=process, root=root), timeout)
+
+
+@contextlib.contextmanager
+def serving(daemon: Daemon):
+    """``DOCKER_HOST`` points at ``daemon`` inside the block (the workspaces' docker commands go there); on the way
+    out the previous value is restored and the daemon stopped."""
+    previous = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = daemon.host
+    try:
+        yield daemon
+    finally:
+        if previous is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = previous
+        daemon.stop()
 
 
 def stop_stale_daemons() -> list[Path]:
