@@ -35,6 +35,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import random
 import shlex
 import signal
@@ -242,6 +243,27 @@ def _worker(payload: tuple) -> dict:
     args, seed, base, arm = payload
     setup_process(args.threads)  # a spawned process: known third-party noise off, its --threads
     return run_arm(args, seed, base, arm)
+
+
+def _warm_worker(payload: tuple) -> int:
+    args, seed = payload
+    setup_process(args.threads)
+    warm_start(args, seed)
+    return seed
+
+
+def next_task(todo: list[tuple], ready: set[int], warming: set[int]) -> tuple[str, object] | None:
+    """What a free worker does next: the first RL run in ``todo`` (ordered seed by seed) whose seed's warm start is
+    ``ready``, else the warm start of the first seed in ``todo`` that has none made or ``warming``, else None (wait
+    for a warm start in progress). Finishing seeds in order keeps a partly done sweep complete seed by seed; making
+    warm starts in the pool keeps every worker busy (they used to be made one at a time before any RL run)."""
+    for job in todo:
+        if job[0] in ready:
+            return "run", job
+    for job in todo:
+        if job[0] not in ready and job[0] not in warming:
+            return "warm", job[0]
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -592,29 +614,64 @@ def main() -> None:
     finished = {(r["seed"], r["base"], r["arm"]) for r in done}
 
     started = time.time()
-    setup_process(args.threads)  # the warm starts run here
-    for seed in range(args.seeds):
-        warm_start(args, seed)
-        print(f"seed {seed}: warm start ready", flush=True)
     todo = [(seed, base, arm) for seed in range(args.seeds) for base in args.losses for arm in ("base", "aem")] + [
         (seed, "grpo", name) for seed in range(min(args.ablation_seeds, args.seeds)) for name in ABLATIONS
     ]
-    todo = [job for job in todo if job not in finished]
+    todo = sorted((job for job in todo if job not in finished), key=lambda job: job[0])  # seed by seed
+    total = len(todo) + len(done)
+    ready = {
+        seed
+        for seed in range(args.seeds)
+        if os.path.exists(os.path.join(warm_root(args), f"warm-{seed}", "config.json"))
+    }
+    warming: set[int] = set()
     runs = list(done)
+    events: queue.SimpleQueue = queue.SimpleQueue()  # (kind, job, result, error) from the pool's result thread
+    in_flight = 0
     context = mp.get_context("spawn")
     # a plain SIGTERM (kill, pkill) would end this process and leave the spawned workers training: exit through
     # the `with` block instead, whose Pool.__exit__ terminates them
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with context.Pool(args.jobs, maxtasksperchild=1) as pool:
-        for result in pool.imap_unordered(_worker, [(args, *job) for job in todo]):
-            runs.append(result)
-            with log_path.open("a") as f:
-                f.write(json.dumps(result) + "\n")
-            print(
-                f"[{len(runs)}/{len(todo) + len(done)}] seed {result['seed']} {result['base']}/{result['arm']}: "
-                f"held-out {result['held_out_success']} ({result['seconds']:.0f} s)",
-                flush=True,
-            )
+
+        def launch() -> None:
+            nonlocal in_flight
+            while in_flight < args.jobs and (task := next_task(todo, ready, warming)) is not None:
+                kind, job = task
+                if kind == "warm":
+                    warming.add(job)
+                    function, payload = _warm_worker, (args, job)
+                else:
+                    todo.remove(job)
+                    function, payload = _worker, (args, *job)
+                pool.apply_async(
+                    function,
+                    (payload,),
+                    callback=lambda result, kind=kind, job=job: events.put((kind, job, result, None)),
+                    error_callback=lambda error, kind=kind, job=job: events.put((kind, job, None, error)),
+                )
+                in_flight += 1
+
+        launch()
+        while in_flight:
+            kind, job, result, error = events.get()
+            in_flight -= 1
+            if error is not None:
+                raise RuntimeError(f"{kind} {job} failed") from error
+            if kind == "warm":
+                warming.discard(job)
+                ready.add(job)
+                print(f"seed {job}: warm start ready", flush=True)
+            else:
+                runs.append(result)
+                with log_path.open("a") as f:
+                    f.write(json.dumps(result) + "\n")
+                print(
+                    f"[{len(runs)}/{total}] seed {result['seed']} {result['base']}/{result['arm']}: "
+                    f"held-out {result['held_out_success']} ({result['seconds']:.0f} s)",
+                    flush=True,
+                )
+            launch()
     print(report(args, command, runs, time.time() - started, reused=len(done)))
 
 

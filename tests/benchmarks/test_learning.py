@@ -98,3 +98,16 @@ def test_regime_pilot_reads_rooms_back_from_observations():
     assert pilot.mdd(0.0, 0.5, 512, 16) == pytest.approx(
         (2.1314 + 0.8662) * (2 * 0.25 / 512) ** 0.5 / 4, rel=1e-3
     )  # t quantiles of 15 degrees of freedom
+
+
+def test_next_task_finishes_seeds_in_order_and_keeps_workers_busy(learning):
+    todo = [(0, "grpo", "base"), (0, "grpo", "aem"), (1, "grpo", "base"), (1, "grpo", "aem"), (2, "grpo", "base")]
+    # nothing warm yet: warm starts of the first seeds, one per seed, then wait
+    assert learning.next_task(todo, ready=set(), warming=set()) == ("warm", 0)
+    assert learning.next_task(todo, ready=set(), warming={0}) == ("warm", 1)
+    assert learning.next_task(todo, ready=set(), warming={0, 1, 2}) is None
+    # a ready seed's runs come before any new warm start, in todo's order
+    assert learning.next_task(todo, ready={1}, warming={0}) == ("run", (1, "grpo", "base"))
+    assert learning.next_task(todo[2:], ready={0, 1}, warming=set()) == ("run", (1, "grpo", "base"))
+    assert learning.next_task([(2, "grpo", "base")], ready={0, 1}, warming=set()) == ("warm", 2)
+    assert learning.next_task([], ready=set(), warming=set()) is None
