@@ -32,6 +32,7 @@ import argparse
 import functools
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -193,6 +194,8 @@ def run_arm(args, seed: int, base: str, arm: str) -> dict:
         "train_success": series["env/success_rate"],
         "response_entropy": series["aem/response_entropy"],
         "drift": series["aem/drift"] if arm != "base" else series["aem/drift_base"] or series["aem/drift"],
+        # AEM runs: the drift the base advantages would have had on the same batches (the direction result's control)
+        "drift_base": series["aem/drift_base"] if arm != "base" else [],
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -375,6 +378,33 @@ def entropy_pattern(runs: list[dict], base: str) -> dict | None:
     }
 
 
+def drift_pattern(runs: list[dict], base: str) -> dict | None:
+    """The paper's direction result, read from the AEM runs' own batches: per training step the entropy drift of
+    AEM's advantages (``aem/drift``) and of the base advantages on the same batch (``aem/drift_base``), split by
+    that run's training success rate (below 0.5: failures dominate, where AEM should raise the drift; at least 0.5:
+    successes dominate, where it should lower it). Negative drift lowers entropy. None without recorded drifts."""
+    phases: dict[str, list[tuple[float, float]]] = {"failures_dominate": [], "successes_dominate": []}
+    for run in runs:
+        if (run["base"], run["arm"]) != (base, "aem") or not run.get("drift_base"):
+            continue
+        aem, control, success = dict(run["drift"]), dict(run["drift_base"]), dict(run["train_success"])
+        for step, value in aem.items():
+            if step in control and step in success and math.isfinite(value) and math.isfinite(control[step]):
+                phase = "failures_dominate" if success[step] < 0.5 else "successes_dominate"
+                phases[phase].append((value, control[step]))
+    if not any(phases.values()):
+        return None
+    return {
+        phase: {
+            "steps": len(pairs),
+            "drift_aem": statistics.fmean(a for a, _ in pairs) if pairs else None,
+            "drift_base": statistics.fmean(b for _, b in pairs) if pairs else None,
+            "aem_above_base": sum(a > b for a, b in pairs) / len(pairs) if pairs else None,
+        }
+        for phase, pairs in phases.items()
+    }
+
+
 # ---------------------------------------------------------------------------------------------- report
 def plot(runs: list[dict], path: Path, title: str) -> None:
     import matplotlib
@@ -423,6 +453,7 @@ def report(args, command: str, runs: list[dict], wall: float, reused: int = 0) -
     table = summarise(runs)
     compared = comparisons(runs, args.losses)
     patterns = {base: entropy_pattern(runs, base) for base in args.losses}
+    drifts = {base: drift for base in args.losses if (drift := drift_pattern(runs, base))}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     name = f"learning_{args.env}"
     payload = {
@@ -431,6 +462,7 @@ def report(args, command: str, runs: list[dict], wall: float, reused: int = 0) -
         "table": table,
         "comparisons": compared,
         "entropy_pattern": patterns,
+        "drift_pattern": drifts,
         "runs": runs,
         "device": device,
         "platform": platform.platform(),
@@ -485,6 +517,30 @@ def report(args, command: str, runs: list[dict], wall: float, reused: int = 0) -
             f"| {base} | {_fmt_phase(p['failures_dominate'])} | {_fmt_phase(p['successes_dominate'])} |"
             for base, p in patterns.items()
             if p
+        ),
+        *(
+            [
+                "",
+                "Entropy drift in the AEM runs (the direction result; negative lowers entropy): per training step, "
+                "of AEM's advantages and of the base advantages on the same batch, mean over steps and seeds, split "
+                "by the run's training success rate. The paper's claim: AEM's drift is above the base's while "
+                "failures dominate and below it once successes dominate.",
+                "",
+                "| base | phase | steps | drift (AEM) | drift (base advantages) | steps with AEM above base |",
+                "|---|---|---|---|---|---|",
+                *(
+                    f"| {base} | {phase.replace('_', ' ')} | {row['steps']} | "
+                    + (
+                        f"{row['drift_aem']:+.4f} | {row['drift_base']:+.4f} | {row['aem_above_base']:.2f} |"
+                        if row["steps"]
+                        else "- | - | - |"
+                    )
+                    for base, drift in drifts.items()
+                    for phase, row in drift.items()
+                ),
+            ]
+            if drifts
+            else []
         ),
         "",
         f"![held-out success and response entropy]({name}.png)",

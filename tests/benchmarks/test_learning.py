@@ -111,3 +111,26 @@ def test_next_task_finishes_seeds_in_order_and_keeps_workers_busy(learning):
     assert learning.next_task(todo[2:], ready={0, 1}, warming=set()) == ("run", (1, "grpo", "base"))
     assert learning.next_task([(2, "grpo", "base")], ready={0, 1}, warming=set()) == ("warm", 2)
     assert learning.next_task([], ready=set(), warming=set()) is None
+
+
+def test_drift_pattern_splits_aem_runs_by_their_training_success(learning):
+    aem = {
+        "seed": 0, "base": "grpo", "arm": "aem",
+        "train_success": [(1, 0.25), (2, 0.75), (3, 0.5)],
+        "drift": [(1, 0.2), (2, -0.3), (3, float("nan"))],
+        "drift_base": [(1, 0.1), (2, -0.1), (3, 0.0)],
+    }  # fmt: skip
+    base = {
+        "seed": 0,
+        "base": "grpo",
+        "arm": "base",
+        "train_success": [(1, 0.0)],
+        "drift": [(1, 5.0)],
+        "drift_base": [],
+    }
+    pattern = learning.drift_pattern([aem, base], "grpo")
+    assert pattern["failures_dominate"] == {"steps": 1, "drift_aem": 0.2, "drift_base": 0.1, "aem_above_base": 1.0}
+    # step 3's NaN drift is skipped; step 2 (success 0.75) counts as successes dominating
+    assert pattern["successes_dominate"] == {"steps": 1, "drift_aem": -0.3, "drift_base": -0.1, "aem_above_base": 0.0}
+    assert learning.drift_pattern([base], "grpo") is None
+    assert learning.drift_pattern([{**aem, "drift_base": []}], "grpo") is None  # runs from before drift_base was kept
