@@ -23,7 +23,7 @@ dominate).
 Runs go to ``--jobs`` worker processes (one torch thread each); each finished run is appended to
 ``<work-dir>/<env>/<options hash>/runs.jsonl`` (the hash covers every option that changes a run, not
 ``--seeds``, ``--losses`` or ``--ablation-seeds``) and a rerun with the same options skips it, warm starts
-included (``--fresh`` starts over). Writes ``benchmarks/results/learning_<env>.json``, ``.md`` and ``.png``.
+included (``--fresh`` starts over). Writes ``benchmarks/results/learning_<env>.json``, ``.md`` and ``.png`` (``--results-name``).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ ABLATIONS = {
 }
 BASES = ["grpo", "dapo", "dr_grpo", "bnpo", "gigpo"]
 # options that change where and how fast runs happen, never their results
-LOGISTICS = ("work_dir", "results_dir", "fresh", "jobs", "threads", "warm_dir")
+LOGISTICS = ("work_dir", "results_dir", "results_name", "fresh", "jobs", "threads", "warm_dir")
 # options that change the RL runs but not the SFT warm starts (so --warm-dir shares warm starts across them)
 RL_ONLY = ("learning_rate", "steps", "eval_every", "eval_seed")
 # options added after results were published: left out of the options hash while unset (None)
@@ -455,7 +455,7 @@ def report(args, command: str, runs: list[dict], wall: float, reused: int = 0) -
     patterns = {base: entropy_pattern(runs, base) for base in args.losses}
     drifts = {base: drift for base in args.losses if (drift := drift_pattern(runs, base))}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    name = f"learning_{args.env}"
+    name = args.results_name or f"learning_{args.env}"
     payload = {
         "benchmark": "learning",
         "command": command,
@@ -621,6 +621,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--work-dir", default="outputs/learning")
     parser.add_argument("--results-dir", default=str(RESULTS), help="where the .json/.md/.png results go")
+    parser.add_argument(
+        "--results-name", default=None, help="the results files' name without extension (default learning_<env>)"
+    )
     parser.add_argument("--fresh", action="store_true", help="ignore runs finished earlier in --work-dir")
     parser.add_argument(
         "--warm-dir",
