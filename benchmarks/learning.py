@@ -673,6 +673,7 @@ def main() -> None:
     finished = {(r["seed"], r["base"], r["arm"]) for r in done}
 
     started = time.time()
+    setup_process(args.threads)  # this process only schedules and reports (torch, matplotlib): quiet
     todo = [(seed, base, arm) for seed in range(args.seeds) for base in args.losses for arm in ("base", "aem")] + [
         (seed, "grpo", name) for seed in range(min(args.ablation_seeds, args.seeds)) for name in ABLATIONS
     ]

@@ -33,6 +33,8 @@ ORDER = [
     "learning_alfworld.md",
     "proxy.md",
     "regime_pilot.md",
+    "stability_vault.md",
+    "learning_vault_hard.md",
 ]
 
 
