@@ -5,6 +5,7 @@
 # cannot reach the network. So:
 #   1. here, once:   bash benchmarks/gpu_learning.sh --prepare      (pip downloads the wheels into .whl/, ~21 MiB)
 #   2. the device:   bash benchmarks/gpu_learning.sh                (with .whl carried, results written to $OUT)
+#      or:           bash benchmarks/gpu_learning.sh vault-hard     (issue 26's hard vault regime, a 13x larger model)
 #      e.g. the device tool's run(command="bash benchmarks/gpu_learning.sh", carry=[".whl"], timeout_s=600)
 #
 # What it runs: benchmarks/learning.py on offline WebShop (the generated catalog: no data to download) with a tiny
@@ -35,6 +36,21 @@ export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRL_EXPER
 OUT="${OUT:-outputs/gpu_learning}"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+
+if [ "${1:-}" = "vault-hard" ]; then
+    # issue 26's regime (benchmarks/results/regime_pilot.md: 10-14 rooms, elimination signs, unseen eval layouts,
+    # 512 paired held-out episodes per point) with a 256x8 tiny model (about 5.5M parameters, 13x the CPU run's
+    # 96x4) and 8 seeds x GRPO {base, aem}, 8 runs at a time. Prepared but never run: no GPU was lent to this
+    # work, so the sizes are estimates (SFT at lr 5e-4: 1e-3 and up broke the larger CPU models in the pilot).
+    # shellcheck disable=SC2086
+    timeout 540 python3 benchmarks/learning.py --env vault --model tiny --tiny-size 256x8 --seeds 8 --losses grpo \
+        --ablation-seeds 0 --steps 80 --eval-every 40 --eval-seed 0 --sft-steps 4800 --sft-learning-rate 5e-4 \
+        --sft-noise 0.1 --learning-rate 5e-4 --eval-episodes 4 --max-turns 20 --env-kwargs \
+        '{"rooms": [10, 14], "elimination": 0.25, "eval_layouts": "unseen", "num_eval_tasks": 128, "num_train_tasks": 1024}' \
+        --jobs 8 --threads 2 --work-dir /tmp/learning --results-dir "$OUT" --results-name learning_vault_hard_gpu \
+        ${LEARNING_ARGS:-} 2>&1 | tee "$OUT/log.txt"
+    exit 0
+fi
 
 # 4 seeds x {grpo, gigpo} x {base, aem} = 16 runs, 4 at a time on the one GPU (small models leave it mostly idle)
 # shellcheck disable=SC2086
