@@ -23,7 +23,8 @@ dominate).
 Runs go to ``--jobs`` worker processes (one torch thread each); each finished run is appended to
 ``<work-dir>/<env>/<options hash>/runs.jsonl`` (the hash covers every option that changes a run, not
 ``--seeds``, ``--losses`` or ``--ablation-seeds``) and a rerun with the same options skips it, warm starts
-included (``--fresh`` starts over). Writes ``benchmarks/results/learning_<env>.json``, ``.md`` and ``.png`` (``--results-name``).
+included (``--fresh`` starts over). Writes ``benchmarks/results/learning_<env>.json``, ``.md`` and ``.png``
+(another name with ``--results-name``).
 """
 
 from __future__ import annotations
@@ -101,11 +102,16 @@ def warm_root(args) -> str:
     return getattr(args, "warm_root", None) or args.work_dir
 
 
+def warm_folder(args, seed: int) -> str:
+    """The folder of ``seed``'s warm start (made when it holds a ``config.json``)."""
+    return os.path.join(warm_root(args), f"warm-{seed}")
+
+
 def warm_start(args, seed: int) -> str:
     """SFT once per seed (skipped when its folder exists); every arm of the seed loads these weights."""
     from trl_aem.recipes import env_corpus, make_policy, sft_cold_start, sft_learning_rate
 
-    folder = os.path.join(warm_root(args), f"warm-{seed}")
+    folder = warm_folder(args, seed)
     if os.path.exists(os.path.join(folder, "config.json")):
         return folder
     env = _env(args)
@@ -144,7 +150,7 @@ def run_arm(args, seed: int, base: str, arm: str) -> dict:
     overrides = dict(ABLATIONS.get(arm, {}))
     if base == "gigpo":  # GiGPO's two-level advantage with TRL's GRPO loss
         overrides["advantage_estimator"] = "gigpo"
-    folder = os.path.join(warm_root(args), f"warm-{seed}")
+    folder = warm_folder(args, seed)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     env = _env(args)
     config = _config(
@@ -680,9 +686,7 @@ def main() -> None:
     todo = sorted((job for job in todo if job not in finished), key=lambda job: job[0])  # seed by seed
     total = len(todo) + len(done)
     ready = {
-        seed
-        for seed in range(args.seeds)
-        if os.path.exists(os.path.join(warm_root(args), f"warm-{seed}", "config.json"))
+        seed for seed in range(args.seeds) if os.path.exists(os.path.join(warm_folder(args, seed), "config.json"))
     }
     warming: set[int] = set()
     runs = list(done)
