@@ -248,15 +248,24 @@ def PairedEval(args, env, config, tokenizer):  # noqa: N802 - builds the callbac
     return _paired_eval_class()(args, env, config, tokenizer)
 
 
+def _setup_worker(threads: int) -> None:
+    """A pool process: known third-party noise off, its ``--threads``, and no "Loading weights" bar (a sweep loads
+    a warm start hundreds of times; the bars interleave in the log and say nothing)."""
+    from transformers.utils import logging as transformers_logging
+
+    setup_process(threads)
+    transformers_logging.disable_progress_bar()
+
+
 def _worker(payload: tuple) -> dict:
     args, seed, base, arm = payload
-    setup_process(args.threads)  # a spawned process: known third-party noise off, its --threads
+    _setup_worker(args.threads)
     return run_arm(args, seed, base, arm)
 
 
 def _warm_worker(payload: tuple) -> int:
     args, seed = payload
-    setup_process(args.threads)
+    _setup_worker(args.threads)
     warm_start(args, seed)
     return seed
 
