@@ -349,17 +349,31 @@ def paired(runs: list[dict], treated: tuple[str, str], control: tuple[str, str],
     }
 
 
+def training_success(run: dict, window: int = 20) -> tuple[float, float]:
+    """Mean training success rate over the first and the last ``window`` RL steps (at most half the run each):
+    whether RL improved the policy on its own training tasks, apart from generalising to held-out ones."""
+    values = [value for _, value in run["train_success"]]
+    window = max(1, min(window, len(values) // 2))
+    return statistics.fmean(values[:window]), statistics.fmean(values[-window:])
+
+
 def summarise(runs: list[dict]) -> dict:
     table = {}
     for key in sorted({(r["base"], r["arm"]) for r in runs}):
         group = [r for r in runs if (r["base"], r["arm"]) == key]
         finals = [final(r) for r in group]
+        starts = [r["held_out_success"][0][1] for r in group]
+        training = [training_success(r) for r in group if r.get("train_success")]
         table["/".join(key)] = {
             "seeds": len(group),
-            "start_mean": statistics.fmean(r["held_out_success"][0][1] for r in group),
+            "start_mean": statistics.fmean(starts),
             "final_mean": statistics.fmean(finals),
             "final_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
             "curve_mean": statistics.fmean(curve_mean(r) for r in group),
+            "raised": sum(f > s for f, s in zip(finals, starts, strict=True)),
+            "lowered": sum(f < s for f, s in zip(finals, starts, strict=True)),
+            "train_first": statistics.fmean(first for first, _ in training) if training else float("nan"),
+            "train_last": statistics.fmean(last for _, last in training) if training else float("nan"),
         }
     return table
 
@@ -503,11 +517,13 @@ def report(args, command: str, runs: list[dict], wall: float, reused: int = 0) -
         f"starts not counted). Held-out success rate before RL and after "
         f"{args.steps} RL steps (eval tasks x {eval_episodes} episodes each), from one SFT warm start per seed.",
         "",
-        "| base / arm | seeds | before RL | after RL (mean) | std | mean over the RL evaluations |",
-        "|---|---|---|---|---|---|",
+        "| base / arm | seeds | before RL | after RL (mean) | std | mean over the RL evaluations "
+        f"| RL raised / lowered it (seeds) | training success, first → last {max(1, min(20, args.steps // 2))} steps |",
+        "|---|---|---|---|---|---|---|---|",
         *(
             f"| {key} | {row['seeds']} | {row['start_mean']:.3f} | {row['final_mean']:.3f} | {row['final_std']:.3f} "
-            f"| {row['curve_mean']:.3f} |"
+            f"| {row['curve_mean']:.3f} | {row['raised']} / {row['lowered']} "
+            f"| {row['train_first']:.3f} → {row['train_last']:.3f} |"
             for key, row in table.items()
         ),
         "",

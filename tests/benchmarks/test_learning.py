@@ -134,3 +134,20 @@ def test_drift_pattern_splits_aem_runs_by_their_training_success(learning):
     assert pattern["successes_dominate"] == {"steps": 1, "drift_aem": -0.3, "drift_base": -0.1, "aem_above_base": 0.0}
     assert learning.drift_pattern([base], "grpo") is None
     assert learning.drift_pattern([{**aem, "drift_base": []}], "grpo") is None  # runs from before drift_base was kept
+
+
+def test_summary_counts_seeds_rl_raised_or_lowered_and_the_training_trend(learning):
+    runs = [
+        {
+            **run(0, "grpo", "base", [0.3, 0.2, 0.1]),
+            "train_success": [(i, 0.5 if i <= 2 else 0.0) for i in range(1, 9)],
+        },
+        {**run(1, "grpo", "base", [0.3, 0.4, 0.5]), "train_success": [(i, 0.25) for i in range(1, 9)]},
+        run(2, "grpo", "base", [0.3, 0.3, 0.3]),  # unchanged: neither raised nor lowered; no training record
+    ]
+    row = learning.summarise(runs)["grpo/base"]
+    assert (row["raised"], row["lowered"]) == (1, 1)
+    # 8 steps: the window is 4 (at most half the run); seed 0 falls 0.25 -> 0.0, seed 1 stays at 0.25
+    assert learning.training_success(runs[0]) == pytest.approx((0.25, 0.0))
+    assert learning.training_success(runs[0], window=2) == pytest.approx((0.5, 0.0))
+    assert (row["train_first"], row["train_last"]) == pytest.approx((0.25, 0.125))
