@@ -23,7 +23,8 @@ dominate).
 Runs go to ``--jobs`` worker processes (one torch thread each); each finished run is appended to
 ``<work-dir>/<env>/<options hash>/runs.jsonl`` (the hash covers every option that changes a run, not
 ``--seeds``, ``--losses`` or ``--ablation-seeds``) and a rerun with the same options skips it, warm starts
-included (``--fresh`` starts over). Writes ``benchmarks/results/learning_<env>.json``, ``.md`` and ``.png``
+included (``--fresh`` starts over; ``--resume-from RESULTS_JSON`` takes the runs a results file of the same options
+recorded, when the work folder is gone). Writes ``benchmarks/results/learning_<env>.json``, ``.md`` and ``.png``
 (another name with ``--results-name``).
 """
 
@@ -65,7 +66,7 @@ ABLATIONS = {
 }
 BASES = ["grpo", "dapo", "dr_grpo", "bnpo", "gigpo"]
 # options that change where and how fast runs happen, never their results
-LOGISTICS = ("work_dir", "results_dir", "results_name", "fresh", "jobs", "threads", "warm_dir")
+LOGISTICS = ("work_dir", "results_dir", "results_name", "fresh", "jobs", "threads", "warm_dir", "resume_from")
 # options that change the RL runs but not the SFT warm starts (so --warm-dir shares warm starts across them)
 RL_ONLY = ("learning_rate", "steps", "eval_every", "eval_seed")
 # options added after results were published: left out of the options hash while unset (None)
@@ -617,7 +618,8 @@ def options_key(args, leave_out: tuple[str, ...] = ()) -> str:
     return hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also used to read back the command recorded in a results file, for ``--resume-from``)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="vault")
     parser.add_argument("--model", default="tiny")
@@ -662,7 +664,19 @@ def main() -> None:
         help="keep the SFT warm starts here, shared with other invocations that differ only in RL options "
         f"({', '.join(RL_ONLY)}); default: inside the run folder",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--resume-from",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="take the finished runs an earlier results file recorded (same run options, else an error) into the "
+        "run log, so a sweep whose work folder is gone resumes from its published results",
+    )
+    return parser
+
+
+def parse_options(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line; the environment's default arguments filled in."""
+    args = parser.parse_args(argv)
     from trl_aem.recipes import STEP_MODE_BUDGETS
 
     if args.env not in STEP_MODE_BUDGETS:
@@ -673,8 +687,33 @@ def main() -> None:
         args.env_kwargs = dict(DEFAULT_ENV_KWARGS.get(args.env, {}))
     if not isinstance(args.env_kwargs, dict):
         parser.error(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}")
+    return args
+
+
+def recorded_runs(path: str, key: str) -> list[dict]:
+    """The runs recorded in the results file at ``path`` (written by this script), checked to come from the same
+    run options (``key``, from :func:`options_key`): SystemExit with the reason otherwise."""
+    try:
+        results = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--resume-from {path}: cannot read it ({error})") from None
+    if not isinstance(results, dict) or results.get("benchmark") != "learning" or "command" not in results:
+        raise SystemExit(f"--resume-from {path}: not a results file of benchmarks/learning.py")
+    words = shlex.split(results["command"])
+    recorded = parse_options(build_parser(), words[2:] if words[:2] == ["python", "benchmarks/learning.py"] else words)
+    if options_key(recorded) != key:
+        raise SystemExit(
+            f"--resume-from {path}: its runs were made with other run options; its command was\n  {results['command']}"
+        )
+    return results.get("runs", [])
+
+
+def main() -> None:
+    parser = build_parser()
+    args = parse_options(parser)
     command = command_line(args)
-    args.work_dir = os.path.join(args.work_dir, args.env, options_key(args))
+    key = options_key(args)
+    args.work_dir = os.path.join(args.work_dir, args.env, key)
     # warm starts: in the run folder, or shared under --warm-dir by every invocation whose warm-start options agree
     args.warm_root = (
         os.path.join(args.warm_dir, args.env, options_key(args, leave_out=RL_ONLY)) if args.warm_dir else args.work_dir
@@ -702,6 +741,13 @@ def main() -> None:
         log_path.unlink()
     done = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     finished = {(r["seed"], r["base"], r["arm"]) for r in done}
+    if args.resume_from:
+        taken = [r for r in recorded_runs(args.resume_from, key) if (r["seed"], r["base"], r["arm"]) not in finished]
+        with log_path.open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in taken)
+        done += taken
+        finished |= {(r["seed"], r["base"], r["arm"]) for r in taken}
+        print(f"--resume-from: {len(taken)} finished runs taken from {args.resume_from}", flush=True)
 
     started = time.time()
     setup_process(args.threads)  # this process only schedules and reports (torch, matplotlib): quiet

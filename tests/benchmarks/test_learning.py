@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,24 @@ def test_summary_counts_seeds_rl_raised_or_lowered_and_the_training_trend(learni
     assert learning.training_success(runs[0]) == pytest.approx((0.25, 0.0))
     assert learning.training_success(runs[0], window=2) == pytest.approx((0.5, 0.0))
     assert (row["train_first"], row["train_last"]) == pytest.approx((0.25, 0.125))
+
+
+def test_resume_from_takes_recorded_runs_of_the_same_options_only(learning, tmp_path):
+    parser = learning.build_parser()
+    argv = ["--env", "vault", "--seeds", "2", "--steps", "30", "--tiny-size", "96x4", "--work-dir", str(tmp_path)]
+    args = learning.parse_options(parser, argv)
+    assert args.env_kwargs == learning.DEFAULT_ENV_KWARGS["vault"]  # the environment's defaults are filled in
+    runs = [run(0, "grpo", "base", [0.2, 0.3]), run(0, "grpo", "aem", [0.2, 0.4])]
+    results = tmp_path / "learning_vault.json"
+    results.write_text(json.dumps({"benchmark": "learning", "command": learning.command_line(args), "runs": runs}))
+    # the seeds, arms and logistics to run may differ; the recorded runs come back as written
+    resumed = learning.parse_options(parser, [*argv[:-2], "--seeds", "8", "--jobs", "1", "--work-dir", "elsewhere"])
+    assert (
+        learning.recorded_runs(str(results), learning.options_key(resumed)) == json.loads(results.read_text())["runs"]
+    )
+    other = learning.parse_options(parser, [*argv, "--steps", "60"])  # a run option differs: refused, not reused
+    with pytest.raises(SystemExit, match="other run options"):
+        learning.recorded_runs(str(results), learning.options_key(other))
+    (tmp_path / "proxy.json").write_text(json.dumps({"benchmark": "proxy"}))
+    with pytest.raises(SystemExit, match="not a results file"):
+        learning.recorded_runs(str(tmp_path / "proxy.json"), learning.options_key(args))
