@@ -295,6 +295,19 @@ def bootstrap_interval(values: list[float], resamples: int = 10_000, seed: int =
     return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
 
 
+def t_quantile(q: float, df: int) -> float:
+    """Student's t quantile by the Cornish-Fisher expansion in ``1/df`` (within 1e-3 of the exact value for df >=
+    10; no scipy here)."""
+    z = statistics.NormalDist().inv_cdf(q)
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def detectable_difference(sd: float, seeds: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimum detectable mean paired difference of a two-sided t-test over ``seeds`` pairs whose differences have
+    s.d. ``sd``: ``(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)``."""
+    return (t_quantile(1 - alpha / 2, seeds - 1) + t_quantile(power, seeds - 1)) * sd / seeds**0.5
+
+
 def final(run: dict) -> float:
     """Held-out success after the last RL step."""
     return run["held_out_success"][-1][1]
@@ -320,6 +333,8 @@ def paired(runs: list[dict], treated: tuple[str, str], control: tuple[str, str],
     diffs = [measure(by[(*treated, s)]) - measure(by[(*control, s)]) for s in seeds]
     low, high = bootstrap_interval(diffs)
     wins = sum(d > 0 for d in diffs)
+    # after the fact: the difference this many seeds would detect at the observed spread (needs 3 seeds for a spread)
+    sd = statistics.stdev(diffs) if len(diffs) >= 3 else float("nan")
     episodes = {}
     if metric == "final" and all("held_out_episodes" in by[(*arm, s)] for arm in (treated, control) for s in seeds):
         # --eval-seed: the final evaluations' episodes pair one to one (same task, same sampling seeds)
@@ -345,6 +360,8 @@ def paired(runs: list[dict], treated: tuple[str, str], control: tuple[str, str],
         "ci95": [low, high],
         "wins": wins,
         "losses": sum(d < 0 for d in diffs),
+        "sd_difference": sd,
+        "detectable_difference": detectable_difference(sd, len(diffs)) if len(diffs) >= 3 else float("nan"),
         "differences": diffs,
         **episodes,
     }
@@ -530,13 +547,15 @@ def report(args, command: str, runs: list[dict], wall: float, reused: int = 0) -
         "",
         "Paired by seed (same warm start): treated minus control, mean and 95% bootstrap interval over seeds, of the "
         "final held-out success (`final`) and of the mean held-out success over the RL evaluations (`curve_mean`, "
-        "the area under the learning curve).",
+        "the area under the learning curve); the s.d. of the seeds' differences and the difference that spread lets "
+        "this many seeds detect (two-sided t-test, 5% level, 80% power).",
         "",
-        "| treated − control | metric | seeds | mean difference | 95% interval | wins / losses |",
-        "|---|---|---|---|---|---|",
+        "| treated − control | metric | seeds | mean difference | 95% interval | wins / losses | s.d. | detectable |",
+        "|---|---|---|---|---|---|---|---|",
         *(
             f"| {c['treated']} − {c['control']} | {c['metric']} | {c['seeds']} | {c['mean_difference']:+.3f} | "
-            f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | {c['wins']} / {c['losses']} |"
+            f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | {c['wins']} / {c['losses']} | "
+            f"{c.get('sd_difference', float('nan')):.3f} | {c.get('detectable_difference', float('nan')):.3f} |"
             for c in compared
         ),
         "",

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from learning import RESULTS, _config, _env, warm_start  # noqa: E402
+from learning import RESULTS, _config, _env, detectable_difference, warm_start  # noqa: E402
 
 from trl_aem.runtime import setup_process  # noqa: E402
 
@@ -167,13 +167,6 @@ def run_config(options, config: dict, seed: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- power
-def t_quantile(q: float, df: int) -> float:
-    """Student's t quantile by the Cornish-Fisher expansion in ``1/df`` (within 1e-3 of the exact value for df >=
-    10; no scipy here)."""
-    z = statistics.NormalDist().inv_cdf(q)
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
 def seed_variance(path: Path, old_episodes: int) -> dict[str, dict]:
     """Per base of an earlier ``learning_<env>.json``: the s.d. of the seeds' AEM-minus-base final success, the
     part of its variance the evaluation's binomial noise explains (``old_episodes`` per point, each arm's own rate),
@@ -200,7 +193,7 @@ def mdd(seed_var: float, success: float, episodes: int, seeds: int, alpha: float
     """Minimum detectable mean paired difference: ``(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd_d / sqrt(n)`` with
     ``sd_d^2 = seed_var + 2 p (1 - p) / m`` (two arms' independent binomial eval noise, no credit for pairing)."""
     sd = (seed_var + 2 * success * (1 - success) / episodes) ** 0.5
-    return (t_quantile(1 - alpha / 2, seeds - 1) + t_quantile(power, seeds - 1)) * sd / seeds**0.5
+    return detectable_difference(sd, seeds, alpha, power)
 
 
 def power_lines(options) -> list[str]:

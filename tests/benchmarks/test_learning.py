@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,15 @@ def test_resume_from_takes_recorded_runs_of_the_same_options_only(learning, tmp_
     (tmp_path / "proxy.json").write_text(json.dumps({"benchmark": "proxy"}))
     with pytest.raises(SystemExit, match="not a results file"):
         learning.recorded_runs(str(tmp_path / "proxy.json"), learning.options_key(args))
+
+
+def test_detectable_difference_uses_students_t_at_the_observed_spread(learning):
+    # exact quantiles: t_{0.975, 15} = 2.1314, t_{0.8, 15} = 0.8662
+    assert learning.detectable_difference(0.1, 16) == pytest.approx((2.1314 + 0.8662) * 0.1 / 4, rel=2e-3)
+    runs = [run(s, "grpo", arm, [0.2, value]) for s, pair in enumerate([(0.3, 0.2), (0.5, 0.3), (0.2, 0.3)])
+            for arm, value in zip(("aem", "base"), pair, strict=True)]  # fmt: skip
+    compared = learning.paired(runs, ("grpo", "aem"), ("grpo", "base"))
+    assert compared["sd_difference"] == pytest.approx(0.152753, rel=1e-4)  # s.d. of 0.1, 0.2, -0.1
+    assert compared["detectable_difference"] == pytest.approx(learning.detectable_difference(0.152753, 3), rel=1e-4)
+    two_seeds = learning.paired(runs[:4], ("grpo", "aem"), ("grpo", "base"))
+    assert math.isnan(two_seeds["sd_difference"]) and math.isnan(two_seeds["detectable_difference"])
