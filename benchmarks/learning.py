@@ -685,9 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--resume-from",
+        nargs="+",
         default=None,
         metavar="RESULTS_JSON",
-        help="take the finished runs an earlier results file recorded (same run options, else an error) into the "
+        help="take the finished runs earlier results files recorded (same run options, else an error) into the "
         "run log, so a sweep whose work folder is gone resumes from its published results",
     )
     return parser
@@ -761,12 +762,13 @@ def main() -> None:
     done = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     finished = {(r["seed"], r["base"], r["arm"]) for r in done}
     if args.resume_from:
-        taken = [r for r in recorded_runs(args.resume_from, key) if (r["seed"], r["base"], r["arm"]) not in finished]
-        with log_path.open("a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in taken)
-        done += taken
-        finished |= {(r["seed"], r["base"], r["arm"]) for r in taken}
-        print(f"--resume-from: {len(taken)} finished runs taken from {args.resume_from}", flush=True)
+        for path in args.resume_from:
+            taken = [r for r in recorded_runs(path, key) if (r["seed"], r["base"], r["arm"]) not in finished]
+            with log_path.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in taken)
+            done += taken
+            finished |= {(r["seed"], r["base"], r["arm"]) for r in taken}
+            print(f"--resume-from: {len(taken)} finished runs taken from {path}", flush=True)
 
     started = time.time()
     setup_process(args.threads)  # this process only schedules and reports (torch, matplotlib): quiet
