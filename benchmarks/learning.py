@@ -333,8 +333,12 @@ def paired(runs: list[dict], treated: tuple[str, str], control: tuple[str, str],
     diffs = [measure(by[(*treated, s)]) - measure(by[(*control, s)]) for s in seeds]
     low, high = bootstrap_interval(diffs)
     wins = sum(d > 0 for d in diffs)
-    # after the fact: the difference this many seeds would detect at the observed spread (needs 3 seeds for a spread)
-    sd = statistics.stdev(diffs) if len(diffs) >= 3 else float("nan")
+    # after the fact: the difference this many seeds would detect at the observed spread (from 5 seeds: below 4
+    # degrees of freedom t_quantile's expansion is off by several percent)
+    sd = detectable = float("nan")
+    if len(diffs) >= 5:
+        sd = statistics.stdev(diffs)
+        detectable = detectable_difference(sd, len(diffs))
     episodes = {}
     if metric == "final" and all("held_out_episodes" in by[(*arm, s)] for arm in (treated, control) for s in seeds):
         # --eval-seed: the final evaluations' episodes pair one to one (same task, same sampling seeds)
@@ -361,7 +365,7 @@ def paired(runs: list[dict], treated: tuple[str, str], control: tuple[str, str],
         "wins": wins,
         "losses": sum(d < 0 for d in diffs),
         "sd_difference": sd,
-        "detectable_difference": detectable_difference(sd, len(diffs)) if len(diffs) >= 3 else float("nan"),
+        "detectable_difference": detectable,
         "differences": diffs,
         **episodes,
     }
@@ -761,14 +765,13 @@ def main() -> None:
         log_path.unlink()
     done = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     finished = {(r["seed"], r["base"], r["arm"]) for r in done}
-    if args.resume_from:
-        for path in args.resume_from:
-            taken = [r for r in recorded_runs(path, key) if (r["seed"], r["base"], r["arm"]) not in finished]
-            with log_path.open("a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in taken)
-            done += taken
-            finished |= {(r["seed"], r["base"], r["arm"]) for r in taken}
-            print(f"--resume-from: {len(taken)} finished runs taken from {path}", flush=True)
+    for path in args.resume_from or ():
+        taken = [r for r in recorded_runs(path, key) if (r["seed"], r["base"], r["arm"]) not in finished]
+        with log_path.open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in taken)
+        done += taken
+        finished |= {(r["seed"], r["base"], r["arm"]) for r in taken}
+        print(f"--resume-from: {len(taken)} finished runs taken from {path}", flush=True)
 
     started = time.time()
     setup_process(args.threads)  # this process only schedules and reports (torch, matplotlib): quiet

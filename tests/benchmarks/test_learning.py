@@ -179,10 +179,13 @@ def test_resume_from_takes_recorded_runs_of_the_same_options_only(learning, tmp_
 def test_detectable_difference_uses_students_t_at_the_observed_spread(learning):
     # exact quantiles: t_{0.975, 15} = 2.1314, t_{0.8, 15} = 0.8662
     assert learning.detectable_difference(0.1, 16) == pytest.approx((2.1314 + 0.8662) * 0.1 / 4, rel=2e-3)
-    runs = [run(s, "grpo", arm, [0.2, value]) for s, pair in enumerate([(0.3, 0.2), (0.5, 0.3), (0.2, 0.3)])
+    pairs = [(0.3, 0.2), (0.5, 0.3), (0.2, 0.3), (0.4, 0.4), (0.6, 0.5)]  # differences 0.1, 0.2, -0.1, 0, 0.1
+    runs = [run(s, "grpo", arm, [0.2, value]) for s, pair in enumerate(pairs)
             for arm, value in zip(("aem", "base"), pair, strict=True)]  # fmt: skip
     compared = learning.paired(runs, ("grpo", "aem"), ("grpo", "base"))
-    assert compared["sd_difference"] == pytest.approx(0.152753, rel=1e-4)  # s.d. of 0.1, 0.2, -0.1
-    assert compared["detectable_difference"] == pytest.approx(learning.detectable_difference(0.152753, 3), rel=1e-4)
-    two_seeds = learning.paired(runs[:4], ("grpo", "aem"), ("grpo", "base"))
-    assert math.isnan(two_seeds["sd_difference"]) and math.isnan(two_seeds["detectable_difference"])
+    assert compared["sd_difference"] == pytest.approx(0.114018, rel=1e-4)
+    # exact quantiles: t_{0.975, 4} = 2.7764, t_{0.8, 4} = 0.9410; the expansion is within 2% at 4 degrees of freedom
+    expected = (2.7764 + 0.9410) * 0.114018 / 5**0.5
+    assert compared["detectable_difference"] == pytest.approx(expected, rel=0.02)
+    four_seeds = learning.paired(runs[:8], ("grpo", "aem"), ("grpo", "base"))  # too few seeds for the expansion
+    assert math.isnan(four_seeds["sd_difference"]) and math.isnan(four_seeds["detectable_difference"])
